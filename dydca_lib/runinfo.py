@@ -1,0 +1,84 @@
+"""What every ``metrics.json`` records: parameters, git commit, package versions, seed, machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import subprocess
+from importlib import metadata
+
+from .paths import project_root
+
+TRACKED_PACKAGES = (
+    "torch", "apache-tvm", "apache-tvm-ffi", "numpy", "pandas", "opencv-python-headless",
+    "scikit-image", "scikit-learn", "matplotlib", "seaborn", "papermill",
+)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and (if imported or installed) torch with one number."""
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.manual_seed(seed)
+
+
+def git_commit() -> str:
+    """The checkout's commit, with ``-dirty`` if tracked files differ; ``unknown`` outside git."""
+    root = project_root()
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
+
+
+def package_versions(names=TRACKED_PACKAGES) -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict:
+    return {
+        "cpu_model": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "threads_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "TVM_NUM_THREADS")},
+    }
+
+
+def run_metadata(params: dict, seed: int, **extra) -> dict:
+    """The dictionary every notebook writes as ``metrics.json`` (plus its own results in ``extra``)."""
+    return {
+        "parameters": dict(params),
+        "seed": seed,
+        "git_commit": git_commit(),
+        "versions": package_versions(),
+        "machine": machine_info(),
+        **extra,
+    }
