@@ -1,0 +1,130 @@
+"""The *general* SR model: trained on content that never includes the evaluated video.
+
+It labels patch difficulty (its per-patch PSNR) and is the "no overfitting" reference. Training
+content: scikit-image's natural colour images plus frames of the other registry clips
+(leave-one-video-out). Training is cached under ``data/models/`` by a hash of everything that
+determines the weights (spec, sources, the evaluated video it must not see), with a resumable
+checkpoint while it runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .models import WDSR, count_parameters
+from .paths import data_dir
+from .sources import CLIPS
+from .train import FitConfig, RandomPatchSampler, fit, load_checkpoint, load_model, save_checkpoint
+from .video import crop_to_multiple, make_lr, prepare_frames
+
+NATURAL_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "retina", "hubble_deep_field",
+                  "immunohistochemistry", "stereo_motorcycle")
+CODE_VERSION = 1  # bump when training code changes what a spec produces
+
+
+@dataclass
+class GeneralSpec:
+    """Everything that determines the general model's weights (part of its cache key)."""
+
+    scale: int = 2
+    n_blocks: int = 8
+    n_feats: int = 32
+    expansion: int = 4
+    steps: int = 1500
+    batch_size: int = 16
+    patch: int = 48  # LR patch side
+    lr: float = 1e-3
+    seed: int = 0
+    lr_kernel: str = "pil"
+    natural_images: bool = True
+    clips: tuple[str, ...] = ("bigbuckbunny", "bikes", "demo", "cityCC0")
+    frames_per_clip: int = 6
+    model_kwargs: dict = field(default_factory=dict)
+
+    def model(self) -> WDSR:
+        return WDSR(scale=self.scale, n_blocks=self.n_blocks, n_feats=self.n_feats,
+                    expansion=self.expansion, **self.model_kwargs)
+
+
+def natural_images() -> list[tuple[str, np.ndarray]]:
+    """scikit-image's bundled colour photographs (no download needed)."""
+    import skimage.data as skd
+
+    out = []
+    for name in NATURAL_IMAGES:
+        img = getattr(skd, name)()
+        if isinstance(img, tuple):  # stereo_motorcycle -> (left, right, disparity)
+            img = img[0]
+        out.append((name, np.ascontiguousarray(img[..., :3])))
+    return out
+
+
+def video_identity(video) -> str:
+    """Name used to exclude the evaluated video: its clip name, else its file/folder stem."""
+    return video if isinstance(video, str) and video in CLIPS else Path(str(video)).stem
+
+
+def training_sources(spec: GeneralSpec, exclude_video) -> list[str]:
+    """The clip names the general model trains on: ``spec.clips`` minus the evaluated video."""
+    excluded = video_identity(exclude_video)
+    return [c for c in spec.clips if c != excluded]
+
+
+def training_pairs(spec: GeneralSpec, exclude_video) -> list[tuple[np.ndarray, np.ndarray]]:
+    pairs = []
+    crop = 12
+    if spec.natural_images:
+        for _, img in natural_images():
+            hr = crop_to_multiple(img, crop)
+            pairs.append((make_lr(hr, spec.scale, spec.lr_kernel), hr))
+    for clip in training_sources(spec, exclude_video):
+        fs = prepare_frames(clip, spec.scale, max_frames=None, lr_kernel=spec.lr_kernel)
+        for i in np.linspace(0, len(fs) - 1, spec.frames_per_clip).round().astype(int):
+            pairs.append((fs.lr(int(i)), fs.hr(int(i))))
+    if not pairs:
+        raise ValueError("the general model has no training content: enable natural_images or give clips")
+    return pairs
+
+
+def cache_key(spec: GeneralSpec, exclude_video) -> str:
+    record = {"spec": asdict(spec), "sources": [CLIPS[c].sha256 for c in training_sources(spec, exclude_video)],
+              "excluded": video_identity(exclude_video), "code": CODE_VERSION}
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def general_model(spec: GeneralSpec, exclude_video, cache_dir: Path | None = None):
+    """Train (or load from cache) the general model that never saw ``exclude_video``.
+
+    Returns ``(model, history, info)``: ``history`` is the loss curve, ``info`` records the cache
+    file, parameters, training content and wall time.
+    """
+    unknown = [c for c in spec.clips if c not in CLIPS]
+    if unknown:
+        raise ValueError(f"general model clips {unknown} are not registry clips ({', '.join(CLIPS)})")
+    cache_dir = cache_dir or data_dir() / "models"
+    key = cache_key(spec, exclude_video)
+    final = cache_dir / f"general-x{spec.scale}-{key}.pt"
+    sources = training_sources(spec, exclude_video)
+    if not final.exists():
+        model = spec.model()
+        sampler = RandomPatchSampler(training_pairs(spec, exclude_video), spec.scale, (spec.patch, spec.patch),
+                                     seed=spec.seed)
+        cfg = FitConfig(steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed)
+        ckpt = final.with_suffix(".ckpt")
+        history = fit(model, sampler, cfg, checkpoint=ckpt, desc=f"general model x{spec.scale}")
+        save_checkpoint(final, model=model.state_dict(), config=model.config,
+                        history=history.to_dict("records"), spec=json.dumps(asdict(spec)))
+        ckpt.unlink(missing_ok=True)
+    model = load_model(final)
+    history = pd.DataFrame(load_checkpoint(final)["history"])
+    info = {"cache_file": final.name, "parameters": count_parameters(model), "config": model.config,
+            "trained_on_clips": sources, "natural_images": list(NATURAL_IMAGES) if spec.natural_images else [],
+            "excluded_video": video_identity(exclude_video), "steps": spec.steps,
+            "train_seconds": float(history.seconds.iloc[-1]) if len(history) else 0.0}
+    return model, history, info

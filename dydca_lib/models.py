@@ -1,0 +1,108 @@
+"""WDSR super-resolution networks, built from keyword arguments (no argparse namespaces).
+
+One WDSR path (Yu et al., "Wide Activation for Efficient and Accurate Image Super-Resolution"),
+as STDO and Dy-DCA use it: weight-normalised 3x3 convs, residual blocks with a wide ReLU
+(``n_feats * expansion`` channels), a 5x5 skip conv from the input, PixelShuffle, and inputs
+centred by subtracting 0.5. Inputs and outputs are float RGB in [0, 1], NCHW.
+
+This module never imports TVM or ONNX Runtime; :func:`fold_weight_norm` makes a plain-conv copy
+for export.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+
+def _conv(cin: int, cout: int, k: int, use_weight_norm: bool) -> nn.Module:
+    conv = nn.Conv2d(cin, cout, k, padding=k // 2)
+    return weight_norm(conv) if use_weight_norm else conv
+
+
+class WDSRBlock(nn.Module):
+    def __init__(self, n_feats: int, expansion: int, use_weight_norm: bool = True, res_scale: float = 1.0):
+        super().__init__()
+        self.body = nn.Sequential(
+            _conv(n_feats, n_feats * expansion, 3, use_weight_norm),
+            nn.ReLU(inplace=True),
+            _conv(n_feats * expansion, n_feats, 3, use_weight_norm),
+        )
+        self.res_scale = res_scale
+
+    def forward(self, x):
+        return x + self.body(x) * self.res_scale
+
+
+class WDSR(nn.Module):
+    """One WDSR path. ``WDSR(scale=2, n_blocks=4, n_feats=32, expansion=2)`` is Dy-DCA's deep path;
+    ``WDSR(scale=2, n_blocks=16, n_feats=32, expansion=4)`` is STDO's default (~1.19 M params)."""
+
+    def __init__(self, scale: int = 2, n_blocks: int = 4, n_feats: int = 32, expansion: int = 2,
+                 n_colors: int = 3, use_weight_norm: bool = True, res_scale: float = 1.0, input_mean: float = 0.5):
+        super().__init__()
+        if scale not in (2, 3, 4):
+            raise ValueError(f"scale must be 2, 3 or 4, got {scale}")
+        if n_blocks < 0 or n_feats < 1 or expansion < 1:
+            raise ValueError(f"bad WDSR size: n_blocks={n_blocks}, n_feats={n_feats}, expansion={expansion}")
+        self.config = dict(scale=scale, n_blocks=n_blocks, n_feats=n_feats, expansion=expansion,
+                           n_colors=n_colors, use_weight_norm=use_weight_norm, res_scale=res_scale,
+                           input_mean=input_mean)
+        self.input_mean = input_mean
+        out = n_colors * scale * scale
+        self.head = _conv(n_colors, n_feats, 3, use_weight_norm)
+        self.body = nn.Sequential(*[WDSRBlock(n_feats, expansion, use_weight_norm, res_scale) for _ in range(n_blocks)])
+        self.tail = _conv(n_feats, out, 3, use_weight_norm)
+        self.skip = _conv(n_colors, out, 5, use_weight_norm)
+        self.shuffle = nn.PixelShuffle(scale)
+
+    def forward(self, x):
+        x = x - self.input_mean
+        y = self.tail(self.body(self.head(x))) + self.skip(x)
+        return self.shuffle(y) + self.input_mean
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters as exported (weight-norm ``g`` and ``v`` counted once, as a weight)."""
+    return sum(p.numel() for p in fold_weight_norm(model).parameters())
+
+
+def fold_weight_norm(model: nn.Module) -> nn.Module:
+    """A plain-conv copy of a model built from keyword arguments (``model.config``), same outputs.
+
+    Rebuilds the model with ``use_weight_norm=False`` and loads each conv's effective weight
+    (``g * v / ||v||``); the original is left untouched (``copy.deepcopy`` of parametrised
+    modules is not reliable in torch).
+    """
+    plain = type(model)(**{**model.config, "use_weight_norm": False})
+    state = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            state[f"{name}.weight"] = module.weight.detach().clone()
+            state[f"{name}.bias"] = module.bias.detach().clone()
+    plain.load_state_dict(state)
+    return plain.train(model.training)
+
+
+def build_model(config: dict) -> WDSR:
+    """Rebuild a model from the ``config`` dict stored beside its weights."""
+    return WDSR(**config)
+
+
+def to_tensor(img) -> torch.Tensor:
+    """uint8 HWC (or NHWC) array -> float NCHW in [0, 1]."""
+    t = torch.from_numpy(img).float().div_(255.0)
+    return t.permute(2, 0, 1).unsqueeze(0) if t.ndim == 3 else t.permute(0, 3, 1, 2)
+
+
+def to_uint8(t: torch.Tensor):
+    """float NCHW in [0, 1] -> uint8 NHWC array, rounded as a client would display it."""
+    return t.clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def super_resolve(model: nn.Module, lr) -> "numpy.ndarray":
+    """Upscale one uint8 RGB LR frame (HWC) with ``model``; returns the uint8 SR frame."""
+    model.eval()
+    return to_uint8(model(to_tensor(lr)))[0]
