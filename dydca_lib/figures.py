@@ -81,3 +81,81 @@ def chunk_bars(chunk_df: pd.DataFrame, columns: list[str], title: str = ""):
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+PATH_COLORS = ("#d62728", "#ff7f0e", "#2ca02c", "#1f77b4")  # path 0 (smallest, deepest) is red
+
+
+def training_curve(history: pd.DataFrame, title: str = "training loss"):
+    fig, ax = plt.subplots(figsize=(5.5, 3))
+    ax.plot(history.step, history.loss, lw=0.6, alpha=0.4, color="tab:blue", label="batch L1")
+    window = max(1, len(history) // 20)
+    ax.plot(history.step, history.loss.rolling(window, min_periods=1).mean(), color="tab:blue",
+            label=f"mean of {window}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("L1 loss")
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def label_histograms(labels: pd.DataFrame, level_names: list[str], thresholds_db: list[float],
+                     stdo_edges=None, title: str = ""):
+    """Patch-label histogram per level, with Dy-DCA's split threshold of that level and (on the
+    finest level) STDO's bin edges."""
+    levels = sorted(labels.level.unique())
+    fig, axes = plt.subplots(1, len(levels), figsize=(4.2 * len(levels), 3.1), squeeze=False)
+    for ax, level in zip(axes[0], levels):
+        vals = labels.loc[labels.level == level, "label"]
+        vals = vals[np.isfinite(vals)]
+        ax.hist(vals, bins=50, color="0.6")
+        if level < len(thresholds_db):
+            ax.axvline(thresholds_db[level], color="tab:red", lw=2, label=f"split <= {thresholds_db[level]:.2f} dB")
+        if stdo_edges is not None and level == levels[-1]:
+            for j, e in enumerate(stdo_edges[:-1]):
+                ax.axvline(e, color="tab:blue", ls="--", lw=1, label="STDO bin edges" if j == 0 else None)
+        ax.set_title(f"level {level}: {level_names[level]} patches", fontsize=9)
+        ax.set_xlabel("general-model PSNR of the patch (dB)")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def label_heatmap(frame_img: np.ndarray, cells: pd.DataFrame, title: str = ""):
+    """The frame beside a heatmap of its patch labels (one cell per patch, dB)."""
+    rows, cols = cells.y // cells.h.iloc[0], cells.x // cells.w.iloc[0]
+    grid = np.full((rows.max() + 1, cols.max() + 1), np.nan)
+    grid[rows, cols] = cells.label
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    axes[0].imshow(frame_img)
+    axes[0].axis("off")
+    im = axes[1].imshow(grid, cmap="magma", aspect=cells.h.iloc[0] / cells.w.iloc[0])  # cells keep their shape
+    axes[1].set_xticks([])
+    axes[1].set_yticks([])
+    fig.colorbar(im, ax=axes[1], label="patch PSNR (dB), low = hard")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def patch_overlay(frame_img: np.ndarray, manifest: pd.DataFrame, scale: int, path_names: dict, title: str = ""):
+    """The frame with every patch's outline, coloured by the path it is routed to."""
+    from matplotlib.patches import Patch, Rectangle
+
+    fig, ax = plt.subplots(figsize=(9, 9 * frame_img.shape[0] / frame_img.shape[1] + 0.6))
+    ax.imshow(frame_img)
+    H, W = frame_img.shape[:2]
+    for y, x, h, w, p in manifest[["y", "x", "h", "w", "path"]].itertuples(index=False):
+        hh, ww = min(h * scale, H - y * scale), min(w * scale, W - x * scale)
+        ax.add_patch(Rectangle((x * scale - 0.5, y * scale - 0.5), ww, hh, fill=False,
+                               edgecolor=PATH_COLORS[p % len(PATH_COLORS)], lw=1.0))
+    ax.legend(handles=[Patch(edgecolor=PATH_COLORS[p % len(PATH_COLORS)], fill=False, label=n)
+                       for p, n in sorted(path_names.items())], fontsize=8, loc="lower right")
+    ax.axis("off")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -104,6 +104,13 @@ class ResultDir:
         atomic_write_text(self._target(f"{name}.md"), md)
         return df
 
+    def data(self, df: pd.DataFrame, name: str) -> Path:
+        """A large table for later notebooks (``name.csv.gz``, no Markdown copy)."""
+        import gzip
+
+        raw = df.to_csv(index=False).encode("utf-8")
+        return atomic_write_bytes(self._target(f"{name}.csv.gz"), gzip.compress(raw, mtime=0))
+
     def figure(self, fig, name: str, dpi: int = 110) -> Path:
         import io as _io
 

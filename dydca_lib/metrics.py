@@ -58,3 +58,12 @@ def bicubic_quality(frames: FrameSet, frame_ids, kernel: str | None = None, shav
         rows.append({"frame": int(i), "bicubic_psnr_rgb": psnr(hr, up, shave),
                      "bicubic_psnr_y": psnr(hr, up, shave, y_channel=True)})
     return pd.DataFrame(rows)
+
+
+def per_chunk_quality(frame_table: pd.DataFrame, per_frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean of every per-frame quality column by chunk and split (train / heldout frames)."""
+    df = frame_table[frame_table.split != "unused"].merge(per_frame, on="frame")
+    cols = [c for c in per_frame.columns if c != "frame"]
+    out = df.groupby(["chunk", "split"])[cols].mean().reset_index()
+    out.insert(2, "frames", df.groupby(["chunk", "split"]).size().to_numpy())
+    return out

@@ -1,8 +1,8 @@
 """Run every notebook headless with papermill: ``python -m dydca_lib.reproduce --profile smoke``.
 
-Parameters come from ``params/<profile>.yaml``: ``common`` is passed to every notebook and
-``notebooks.<name>`` overrides it for one notebook. A parameter the notebook does not declare
-is an error (a typo would otherwise be silently ignored). Executed notebooks, the run's log,
+Parameters come from ``params/<profile>.yaml``: ``common`` is passed to every notebook that
+declares the parameter and ``notebooks.<name>`` sets (or overrides) one notebook's parameters;
+only the notebooks listed there run. Unknown parameters are errors, not silently ignored. Executed notebooks, the run's log,
 go to ``results/<profile>/runs/``; each notebook writes its own tables and figures.
 """
 
@@ -33,15 +33,24 @@ def load_profile(profile: str) -> dict:
 
 
 def notebook_parameters(cfg: dict, notebook: Path) -> dict:
-    """``common`` + the notebook's own section, checked against the notebook's parameters cell."""
+    """The notebook's parameters: the ``common`` ones it declares, then its own section.
+
+    A key in the notebook's own section that it does not declare is an error (a typo would
+    otherwise be ignored silently); so is a ``common`` key that no notebook declares.
+    """
     import papermill as pm
 
-    params = {**cfg.get("common", {}), **(cfg.get("notebooks", {}).get(notebook.stem) or {})}
     declared = pm.inspect_notebook(str(notebook))
-    unknown = sorted(set(params) - set(declared))
+    own = cfg.get("notebooks", {}).get(notebook.stem) or {}
+    unknown = sorted(set(own) - set(declared))
     if unknown:
         raise SystemExit(f"{notebook.name} has no parameter(s) {unknown}; it declares {sorted(declared)}")
-    return params
+    everywhere = set().union(*(pm.inspect_notebook(str(nb)) for nb in notebook_paths()))
+    orphans = sorted(set(cfg.get("common", {})) - everywhere)
+    if orphans:
+        raise SystemExit(f"common parameter(s) {orphans} are declared by no notebook")
+    common = {k: v for k, v in cfg.get("common", {}).items() if k in declared}
+    return {**common, **own}
 
 
 def run(profile: str, only: list[str] | None = None, timeout_s: int = 3 * 3600) -> pd.DataFrame:
