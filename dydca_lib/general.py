@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .models import WDSR, count_parameters
+from .models import WDSR, count_parameters, model_record
 from .paths import data_dir
 from .sources import CLIPS
 from .train import FitConfig, RandomPatchSampler, fit, load_checkpoint, load_model, save_checkpoint
@@ -25,7 +25,7 @@ from .video import crop_to_multiple, make_lr, prepare_frames
 
 NATURAL_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "retina", "hubble_deep_field",
                   "immunohistochemistry", "stereo_motorcycle")
-CODE_VERSION = 1  # bump when training code changes what a spec produces
+CODE_VERSION = 2  # bump when training code changes what a spec produces
 
 
 @dataclass
@@ -114,11 +114,11 @@ def general_model(spec: GeneralSpec, exclude_video, cache_dir: Path | None = Non
     if not final.exists():
         model = spec.model()
         sampler = RandomPatchSampler(training_pairs(spec, exclude_video), spec.scale, (spec.patch, spec.patch),
-                                     seed=spec.seed)
-        cfg = FitConfig(steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed)
+                                     batch_size=spec.batch_size, seed=spec.seed)
+        cfg = FitConfig(steps=spec.steps, lr=spec.lr, seed=spec.seed)
         ckpt = final.with_suffix(".ckpt")
         history = fit(model, sampler, cfg, checkpoint=ckpt, desc=f"general model x{spec.scale}")
-        save_checkpoint(final, model=model.state_dict(), config=model.config,
+        save_checkpoint(final, model=model.state_dict(), config=model_record(model),
                         history=history.to_dict("records"), spec=json.dumps(asdict(spec)))
         ckpt.unlink(missing_ok=True)
     model = load_model(final)

@@ -107,6 +107,44 @@ class WDSR(nn.Module):
         return self.shuffle(y) + self.input_mean
 
 
+class DynamicWDSR(nn.Module):
+    """Dy-DCA's one dynamic model: several WDSR paths, a patch routed to a path by its size.
+
+    ``paths`` lists each path's size (``n_blocks``, ``n_feats``, ``expansion``); path 0 serves
+    the smallest (hardest) patches and is the deepest by default. ``routing`` lists
+    ``(patch_h, patch_w, path)`` in LR pixels, read from the patch manifest
+    (:func:`dydca_lib.patches.routing_table`), never hard-coded. ``forward(x, path)`` runs one
+    path on a batch of same-size patches: no routing or device logic inside a path, so each path
+    exports on its own (``model.paths[i]``).
+    """
+
+    def __init__(self, scale: int = 2, paths: list[dict] | None = None, routing: list | None = None,
+                 use_weight_norm: bool = True, **wdsr_kwargs):
+        super().__init__()
+        paths = [dict(p) for p in (paths or [{"n_blocks": 4}, {"n_blocks": 2}])]
+        routing = [tuple(int(v) for v in r) for r in (routing or [])]
+        for h, w, p in routing:
+            if not 0 <= p < len(paths):
+                raise ValueError(f"routing sends {w}x{h} patches to path {p}, but there are {len(paths)} paths")
+        self.config = dict(scale=scale, paths=paths, routing=[list(r) for r in routing],
+                           use_weight_norm=use_weight_norm, **wdsr_kwargs)
+        defaults = dict(n_feats=32, expansion=2)
+        self.paths = nn.ModuleList(WDSR(scale=scale, use_weight_norm=use_weight_norm, **{**defaults, **wdsr_kwargs, **p})
+                                   for p in paths)
+        self._route = {(h, w): p for h, w, p in routing}
+
+    def route(self, patch_h: int, patch_w: int) -> int:
+        """The path for an LR patch of ``patch_h x patch_w`` (the nominal size, before any context)."""
+        try:
+            return self._route[(int(patch_h), int(patch_w))]
+        except KeyError:
+            raise KeyError(f"no path for {patch_w}x{patch_h} patches; the model routes "
+                           f"{sorted(self._route)}") from None
+
+    def forward(self, x, path: int):
+        return self.paths[path](x)
+
+
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameters as exported (weight-norm ``g`` and ``v`` counted once, as a weight)."""
     return sum(p.numel() for p in fold_weight_norm(model).parameters())
@@ -129,9 +167,19 @@ def fold_weight_norm(model: nn.Module) -> nn.Module:
     return plain.train(model.training)
 
 
-def build_model(config: dict) -> WDSR:
-    """Rebuild a model from the ``config`` dict stored beside its weights."""
-    return WDSR(**config)
+MODEL_CLASSES = {"WDSR": WDSR, "DynamicWDSR": DynamicWDSR}
+
+
+def model_record(model: nn.Module) -> dict:
+    """What a checkpoint stores to rebuild ``model``: its class name and keyword arguments."""
+    return {"class": type(model).__name__, **model.config}
+
+
+def build_model(record: dict) -> nn.Module:
+    """Rebuild a model from :func:`model_record` (a bare WDSR config is accepted too)."""
+    record = dict(record)
+    cls = MODEL_CLASSES[record.pop("class", "WDSR")]
+    return cls(**record)
 
 
 def to_tensor(img) -> torch.Tensor:

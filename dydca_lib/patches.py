@@ -113,18 +113,20 @@ class PatchGeometry:
 
 # ---------------------------------------------------------------- split and stitch
 
-def extract(img: np.ndarray, manifest: pd.DataFrame, scale: int = 1) -> list[np.ndarray]:
-    """Cut ``img`` (LR, or HR with ``scale``) into the manifest's patches; overhang repeats edges."""
+def extract(img: np.ndarray, manifest: pd.DataFrame, scale: int = 1, context: int = 0) -> list[np.ndarray]:
+    """Cut ``img`` (LR, or HR with ``scale``) into the manifest's patches.
+
+    ``context`` adds that many pixels on every side of each patch (so a patch of ``h x w`` comes
+    out as ``h + 2c x w + 2c``); anything outside the frame (context at the border, overhang under
+    the ``pad`` policy) repeats the edge pixels.
+    """
     H, W = img.shape[:2]
-    out = []
-    for y, x, h, w in manifest[["y", "x", "h", "w"]].itertuples(index=False):
-        y, x, h, w = y * scale, x * scale, h * scale, w * scale
-        patch = img[y:y + h, x:x + w]
-        if patch.shape[:2] != (h, w):
-            pad = ((0, h - patch.shape[0]), (0, w - patch.shape[1])) + ((0, 0),) * (img.ndim - 2)
-            patch = np.pad(patch, pad, mode="edge")
-        out.append(patch)
-    return out
+    c = context
+    hmax, wmax = int((manifest.y + manifest.h).max()) * scale, int((manifest.x + manifest.w).max()) * scale
+    pad = ((c, max(0, hmax - H) + c), (c, max(0, wmax - W) + c)) + ((0, 0),) * (img.ndim - 2)
+    padded = np.pad(img, pad, mode="edge") if any(p for pair in pad for p in pair) else img
+    return [padded[y * scale:(y + h) * scale + 2 * c, x * scale:(x + w) * scale + 2 * c]
+            for y, x, h, w in manifest[["y", "x", "h", "w"]].itertuples(index=False)]
 
 
 def stitch(patches: list[np.ndarray], manifest: pd.DataFrame, out_hw: tuple[int, int], scale: int = 1) -> np.ndarray:

@@ -1,11 +1,21 @@
-"""Training SR models on (LR, HR) frame pairs: random aligned patches, L1, Adam, cosine schedule,
-resumable checkpoints. Checkpoints are plain dicts of tensors and numbers, loadable with
-``torch.load(weights_only=True)``.
+"""Training SR models: L1 loss, Adam, cosine schedule, resumable checkpoints.
+
+A *batch source* yields batch ``step`` as a pure function of ``(seed, step)``, so a run killed at
+any point resumes from its last checkpoint and ends with the same weights as an uninterrupted
+run. Two sources:
+
+* :class:`RandomPatchSampler` — random aligned patches from whole images (the general model);
+* :class:`BucketedPatchSource` — the patches of a manifest in epochs, batched by patch size
+  (same-size patches in a batch, buckets interleaved and shuffled), each batch tagged with the
+  path its patches are routed to (the dynamic model, STDO's per-bin models, ...).
+
+Checkpoints are plain dicts of tensors and numbers, loadable with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,17 +27,28 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .io import atomic_write_bytes
-from .models import WDSR, build_model, to_tensor
+from .models import build_model, model_record, to_tensor
+from .patches import extract
+
+
+@dataclass
+class Batch:
+    lr: torch.Tensor  # N,3,h+2c,w+2c
+    hr: torch.Tensor  # N,3,h*s,w*s
+    path: int | None = None  # None: a single-path model
+    crop: int = 0  # HR pixels to drop on each side of the output (the context margin)
 
 
 class RandomPatchSampler:
-    """Random aligned (LR, HR) patch pairs from a list of uint8 frame pairs, with flips/rotations.
+    """Random aligned (LR, HR) patches from a list of uint8 image pairs, with flips.
 
-    ``patch`` is the LR patch size ``(h, w)``; the HR patch is ``scale`` times larger.
+    ``patch`` is the LR patch size ``(h, w)``; images are sampled in proportion to their area.
     """
 
+    steps_per_epoch = None
+
     def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]], scale: int, patch: tuple[int, int],
-                 seed: int = 0, augment: bool = True):
+                 batch_size: int = 16, seed: int = 0, augment: bool = True):
         ph, pw = patch
         pairs = [(lr, hr) for lr, hr in pairs if lr.shape[0] >= ph and lr.shape[1] >= pw]
         if not pairs:
@@ -36,42 +57,98 @@ class RandomPatchSampler:
             if hr.shape[:2] != (lr.shape[0] * scale, lr.shape[1] * scale):
                 raise ValueError(f"HR {hr.shape[:2]} is not x{scale} of LR {lr.shape[:2]}")
         self.pairs, self.scale, self.patch, self.augment = pairs, scale, (ph, pw), augment
+        self.batch_size, self.seed = batch_size, seed
         weights = np.array([lr.shape[0] * lr.shape[1] for lr, _ in pairs], dtype=np.float64)
-        self.weights = weights / weights.sum()  # sample images by area
-        self.rng = np.random.default_rng(seed)
+        self.weights = weights / weights.sum()
 
-    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, step: int) -> Batch:
+        rng = np.random.default_rng((self.seed, step))
         (ph, pw), s = self.patch, self.scale
         lrs, hrs = [], []
-        for k in self.rng.choice(len(self.pairs), size=n, p=self.weights):
+        for k in rng.choice(len(self.pairs), size=self.batch_size, p=self.weights):
             lr, hr = self.pairs[k]
-            y = int(self.rng.integers(0, lr.shape[0] - ph + 1))
-            x = int(self.rng.integers(0, lr.shape[1] - pw + 1))
+            y = int(rng.integers(0, lr.shape[0] - ph + 1))
+            x = int(rng.integers(0, lr.shape[1] - pw + 1))
             a, b = lr[y:y + ph, x:x + pw], hr[y * s:(y + ph) * s, x * s:(x + pw) * s]
             if self.augment:
-                if self.rng.random() < 0.5:
+                if rng.random() < 0.5:
                     a, b = a[:, ::-1], b[:, ::-1]
-                if self.rng.random() < 0.5:
+                if rng.random() < 0.5:
                     a, b = a[::-1], b[::-1]
             lrs.append(np.ascontiguousarray(a))
             hrs.append(np.ascontiguousarray(b))
-        return to_tensor(np.stack(lrs)), to_tensor(np.stack(hrs))
+        return Batch(to_tensor(np.stack(lrs)), to_tensor(np.stack(hrs)))
 
-    def state(self) -> dict:
-        return self.rng.bit_generator.state
 
-    def set_state(self, state: dict) -> None:
-        self.rng.bit_generator.state = state
+class BucketedPatchSource:
+    """The patches of ``manifest`` (rows ``frame, y, x, h, w, path``) in shuffled, size-bucketed batches.
+
+    ``lr_frames``/``hr_frames`` map frame id -> uint8 frame. ``context`` extra LR pixels around
+    every patch (edge-replicated at the frame border) are fed to the model and the matching
+    ``context * scale`` HR margin is cropped from its output before the loss, exactly as
+    full-frame inference with context does. Manifests without a ``path`` column train one path.
+    """
+
+    def __init__(self, manifest: pd.DataFrame, lr_frames: dict, hr_frames: dict, scale: int,
+                 batch_size: int = 16, context: int = 0, seed: int = 0, augment: bool = True):
+        if manifest.empty:
+            raise ValueError("the manifest holds no patches to train on")
+        missing = set(manifest.frame) - set(lr_frames)
+        if missing:
+            raise ValueError(f"frames {sorted(missing)[:5]} of the manifest were not loaded")
+        self.manifest = manifest.reset_index(drop=True)
+        self.lr_frames, self.hr_frames = lr_frames, hr_frames
+        self.scale, self.batch_size, self.context, self.seed, self.augment = scale, batch_size, context, seed, augment
+        self.buckets = [g.index.to_numpy() for _, g in self.manifest.groupby(["h", "w"], sort=True)]
+        self.has_path = "path" in self.manifest
+        self.steps_per_epoch = sum(math.ceil(len(b) / batch_size) for b in self.buckets)
+        self._plan_epoch, self._plan = None, None
+
+    def plan(self, epoch: int) -> list[np.ndarray]:
+        """The row indices of every batch of ``epoch``, in training order."""
+        if self._plan_epoch != epoch:
+            rng = np.random.default_rng((self.seed, epoch))
+            batches = []
+            for rows in self.buckets:
+                rows = rng.permutation(rows)
+                batches += [rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+            order = rng.permutation(len(batches))
+            self._plan_epoch, self._plan = epoch, [batches[i] for i in order]
+        return self._plan
+
+    def batch(self, step: int) -> Batch:
+        epoch, k = divmod(step, self.steps_per_epoch)
+        rows = self.manifest.loc[self.plan(epoch)[k]]
+        c, s = self.context, self.scale
+        lrs, hrs = [], []
+        for f, g in rows.groupby("frame", sort=False):
+            lrs += extract(self.lr_frames[f], g, context=c)
+            hrs += extract(self.hr_frames[f], g, scale=s)
+        lr, hr = np.stack(lrs), np.stack(hrs)
+        if self.augment:
+            rng = np.random.default_rng((self.seed, epoch, k))
+            if rng.random() < 0.5:
+                lr, hr = lr[:, :, ::-1], hr[:, :, ::-1]
+            if rng.random() < 0.5:
+                lr, hr = lr[:, ::-1], hr[:, ::-1]
+        path = int(rows.path.iloc[0]) if self.has_path else None
+        return Batch(to_tensor(np.ascontiguousarray(lr)), to_tensor(np.ascontiguousarray(hr)), path, c * s)
 
 
 @dataclass
 class FitConfig:
     steps: int = 1000
-    batch_size: int = 16
     lr: float = 1e-3
     lr_min: float = 4e-8  # cosine annealing floor, as the Dy-DCA code
     checkpoint_every: int = 100
     seed: int = 0
+    device: str = "auto"  # "auto": CUDA when present, else CPU
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
 def save_checkpoint(path: Path, **state) -> None:
@@ -84,8 +161,8 @@ def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load_model(path: Path) -> WDSR:
-    """Load a model saved by :func:`fit` (its config is stored beside the weights)."""
+def load_model(path: Path) -> nn.Module:
+    """Load a model saved with :func:`save_checkpoint` (``model=`` weights, ``config=`` record)."""
     ckpt = load_checkpoint(path)
     model = build_model(ckpt["config"])
     try:
@@ -95,48 +172,62 @@ def load_model(path: Path) -> WDSR:
     return model.eval()
 
 
-def fit(model: nn.Module, sampler: RandomPatchSampler, cfg: FitConfig, checkpoint: Path | None = None,
-        desc: str = "train") -> pd.DataFrame:
-    """Train ``model`` with L1 loss, Adam and a cosine schedule for ``cfg.steps`` steps.
+def run_model(model: nn.Module, batch: Batch) -> torch.Tensor:
+    out = model(batch.lr) if batch.path is None else model(batch.lr, batch.path)
+    c = batch.crop
+    return out[..., c:out.shape[-2] - c, c:out.shape[-1] - c] if c else out
 
-    With ``checkpoint``, state is saved every ``cfg.checkpoint_every`` steps and training resumes
-    from it after a kill (same batches, same result as an uninterrupted run). Returns the loss
-    history (step, loss, lr, seconds).
+
+def fit(model: nn.Module, source, cfg: FitConfig, checkpoint: Path | None = None, desc: str = "train") -> pd.DataFrame:
+    """Train ``model`` on ``source`` for ``cfg.steps`` batches (L1, Adam, cosine schedule).
+
+    With ``checkpoint``, state is saved every ``cfg.checkpoint_every`` steps (and at the end) and
+    a rerun resumes from it. Returns the history: step, loss, lr, patches, lr_pixels, seconds.
     """
+    device = resolve_device(cfg.device)
+    model.to(device)
     torch.manual_seed(cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.steps), eta_min=cfg.lr_min)
     history, start = [], 0
+    record = model_record(model) if hasattr(model, "config") else None
     if checkpoint is not None and Path(checkpoint).exists():
         ckpt = load_checkpoint(checkpoint)
-        if ckpt.get("config") != getattr(model, "config", None):
-            raise RuntimeError(f"checkpoint {checkpoint} is for model {ckpt.get('config')}, "
-                               f"not {getattr(model, 'config', None)}; delete it to start over")
+        if ckpt.get("config") != record:
+            raise RuntimeError(f"checkpoint {checkpoint} is for model {ckpt.get('config')}, not {record}; "
+                               "delete it to start over")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
-        sampler.set_state(ckpt["sampler"])
-        torch.set_rng_state(ckpt["torch_rng"])
         history, start = list(ckpt["history"]), int(ckpt["step"])
     loss_fn = nn.L1Loss()
     model.train()
     t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=desc, leave=False)
     for step in bar:
-        lr_b, hr_b = sampler.batch(cfg.batch_size)
-        loss = loss_fn(model(lr_b), hr_b)
+        batch = source.batch(step)
+        lr_b, hr_b = batch.lr.to(device), batch.hr.to(device)
+        loss = loss_fn(run_model(model, Batch(lr_b, hr_b, batch.path, batch.crop)), hr_b)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         history.append({"step": step + 1, "loss": loss.item(), "lr": sched.get_last_lr()[0],
+                        "patches": int(lr_b.shape[0]), "lr_pixels": int(lr_b.shape[0] * lr_b.shape[2] * lr_b.shape[3]),
                         "seconds": time.perf_counter() - t0})
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if checkpoint is not None and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
             save_checkpoint(checkpoint, model=model.state_dict(), optimizer=opt.state_dict(),
-                            scheduler=sched.state_dict(), sampler=sampler.state(),
-                            torch_rng=torch.get_rng_state(), history=history, step=step + 1,
-                            config=getattr(model, "config", None))
-    model.eval()
-    return pd.DataFrame(history, columns=["step", "loss", "lr", "seconds"])
+                            scheduler=sched.state_dict(), torch_rng=torch.get_rng_state(),
+                            history=history, step=step + 1, config=record)
+    model.to("cpu").eval()
+    return pd.DataFrame(history, columns=["step", "loss", "lr", "patches", "lr_pixels", "seconds"])
+
+
+def throughput(history: pd.DataFrame) -> dict:
+    """Patches/s and LR pixels/s over a training history (wall time of the steps recorded)."""
+    secs = float(history.seconds.iloc[-1]) if len(history) else 0.0
+    return {"steps": len(history), "seconds": round(secs, 2),
+            "patches_per_s": round(history.patches.sum() / secs, 2) if secs else None,
+            "lr_pixels_per_s": round(history.lr_pixels.sum() / secs, 1) if secs else None}

@@ -1,10 +1,11 @@
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from dydca_lib import general
-from dydca_lib.models import WDSR, count_parameters, fold_weight_norm, super_resolve
-from dydca_lib.train import FitConfig, RandomPatchSampler, fit, load_model, save_checkpoint
+from dydca_lib.models import DynamicWDSR, WDSR, count_parameters, fold_weight_norm, model_record, super_resolve
+from dydca_lib.train import BucketedPatchSource, FitConfig, RandomPatchSampler, fit, load_model, save_checkpoint
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -31,51 +32,105 @@ def pairs(n=3, seed=0):
     return [(h[::2, ::2].copy(), h) for h in hr]
 
 
-def test_fit_resume_from_midway_checkpoint_matches_uninterrupted(tmp_path, monkeypatch):
+def tiny_manifest():
+    """Two frames of 12x16 LR: 4x4 patches (path 0) and 8x8 patches (path 1)."""
+    rows = []
+    for f in (0, 1):
+        rows += [dict(frame=f, y=y, x=x, h=4, w=4, path=0) for y in (0, 4) for x in (0, 4, 8, 12)]
+        rows += [dict(frame=f, y=8, x=x, h=4, w=8, path=1) for x in (0, 8)]
+    return pd.DataFrame(rows)
+
+
+def tiny_frames(seed=0):
+    rng = np.random.default_rng(seed)
+    hr = {f: rng.integers(0, 256, (24, 32, 3), dtype=np.uint8) for f in (0, 1)}
+    return {f: v[::2, ::2].copy() for f, v in hr.items()}, hr
+
+
+def test_bucketed_source_batches_are_same_size_and_cover_each_epoch():
+    lr, hr = tiny_frames()
+    src = BucketedPatchSource(tiny_manifest(), lr, hr, scale=2, batch_size=3, context=2, seed=0)
+    assert src.steps_per_epoch == 6 + 2  # 16 small patches -> 6 batches, 4 wide ones -> 2
+    seen = np.concatenate(src.plan(0))
+    assert sorted(seen) == list(range(20))
+    for step in range(src.steps_per_epoch):
+        b = src.batch(step)
+        assert b.lr.shape[2:] in {(8, 8), (8, 12)} and b.crop == 4
+        assert b.hr.shape[2:] == ((b.lr.shape[2] - 4) * 2, (b.lr.shape[3] - 4) * 2)
+        assert b.path == (0 if b.lr.shape[3] == 8 else 1)
+    assert [list(x) for x in src.plan(1)] != [list(x) for x in src.plan(0)]  # reshuffled per epoch
+
+
+def test_killed_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    lr, hr = tiny_frames()
+
     def fresh():
         torch.manual_seed(0)
-        return WDSR(scale=2, n_blocks=1, n_feats=4, expansion=2), RandomPatchSampler(pairs(), 2, (8, 8), seed=0)
+        model = DynamicWDSR(scale=2, paths=[{"n_blocks": 1, "n_feats": 4}, {"n_blocks": 0, "n_feats": 4}],
+                            routing=[(4, 4, 0), (4, 8, 1)])
+        return model, BucketedPatchSource(tiny_manifest(), lr, hr, scale=2, batch_size=4, context=1, seed=0)
 
-    cfg = FitConfig(steps=6, batch_size=2, checkpoint_every=3, seed=0)
-    ref_model, ref_sampler = fresh()
-    ref = fit(ref_model, ref_sampler, cfg)
+    model, src = fresh()
+    cfg = FitConfig(steps=3 * src.steps_per_epoch, checkpoint_every=src.steps_per_epoch, seed=0)
+    ref = fit(model, src, cfg)
+    ref_state = {k: v.clone() for k, v in model.state_dict().items()}
 
     class Killed(Exception):
         pass
 
-    ckpt = tmp_path / "k.ckpt"
-    model, sampler = fresh()
-    real_batch = sampler.batch
-    calls = {"n": 0}
+    ckpt = tmp_path / "run.ckpt"
+    model, src = fresh()
+    real_batch, calls = src.batch, {"n": 0}
 
-    def dying_batch(n):
+    def dying_batch(step):
         calls["n"] += 1
-        if calls["n"] == 5:  # dies during step 5, after the step-3 checkpoint
+        if calls["n"] == src.steps_per_epoch + 3:  # dies in epoch 2, after the epoch-1 checkpoint
             raise Killed
-        return real_batch(n)
+        return real_batch(step)
 
-    monkeypatch.setattr(sampler, "batch", dying_batch)
+    monkeypatch.setattr(src, "batch", dying_batch)
     with pytest.raises(Killed):
-        fit(model, sampler, cfg, checkpoint=ckpt)
-    assert torch.load(ckpt, weights_only=True)["step"] == 3
-    model, sampler = fresh()
-    resumed = fit(model, sampler, cfg, checkpoint=ckpt)
-    assert len(resumed) == 6
-    np.testing.assert_allclose(resumed.loss.to_numpy(), ref.loss.to_numpy(), rtol=1e-6)
-    for k, v in ref_model.state_dict().items():
-        assert torch.allclose(v, model.state_dict()[k], atol=1e-7)
+        fit(model, src, cfg, checkpoint=ckpt)
+    assert torch.load(ckpt, weights_only=True)["step"] == src.steps_per_epoch
+    model, src = fresh()
+    resumed = fit(model, src, cfg, checkpoint=ckpt)
+    assert len(resumed) == len(ref)
+    np.testing.assert_allclose(resumed.loss.to_numpy(), ref.loss.to_numpy(), rtol=1e-5)
+    for k, v in ref_state.items():
+        assert torch.allclose(v, model.state_dict()[k], atol=1e-6)
+    loaded = load_model(ckpt)  # the final checkpoint loads as a model, weights only
+    assert isinstance(loaded, DynamicWDSR) and loaded.route(4, 8) == 1
 
 
 def test_checkpoint_of_another_shape_is_a_clear_error(tmp_path):
     m = WDSR(scale=2, n_blocks=1, n_feats=4, expansion=2)
     other = WDSR(scale=2, n_blocks=2, n_feats=4, expansion=2)
-    save_checkpoint(tmp_path / "m.pt", model=other.state_dict(), config=m.config)
+    save_checkpoint(tmp_path / "m.pt", model=other.state_dict(), config=model_record(m))
     with pytest.raises(RuntimeError, match="does not match the model shape"):
         load_model(tmp_path / "m.pt")
-    sampler = RandomPatchSampler(pairs(), 2, (8, 8))
-    save_checkpoint(tmp_path / "c.ckpt", model=other.state_dict(), config=other.config)
+    sampler = RandomPatchSampler(pairs(), 2, (8, 8), batch_size=1)
+    save_checkpoint(tmp_path / "c.ckpt", model=other.state_dict(), config=model_record(other))
     with pytest.raises(RuntimeError, match="checkpoint .* is for model"):
-        fit(m, sampler, FitConfig(steps=1, batch_size=1), checkpoint=tmp_path / "c.ckpt")
+        fit(m, sampler, FitConfig(steps=1), checkpoint=tmp_path / "c.ckpt")
+
+
+def test_dynamic_model_routes_by_size_and_exports_each_path():
+    m = DynamicWDSR(scale=2, routing=[(20, 18, 0), (40, 36, 1)])
+    assert abs(count_parameters(m) - 233_000) < 3_000  # Dy-DCA's ~233 k at x2
+    assert m.route(40, 36) == 1
+    with pytest.raises(KeyError, match="no path for 10x10"):
+        m.route(10, 10)
+    with pytest.raises(ValueError, match="path 2"):
+        DynamicWDSR(routing=[(4, 4, 2)])
+    folded = fold_weight_norm(m).eval()
+    dims = {0: torch.export.Dim("n", min=1, max=64), 2: torch.export.Dim("h", min=8, max=64),
+            3: torch.export.Dim("w", min=8, max=64)}
+    for path in (0, 1):
+        ep = torch.export.export(folded.paths[path], (torch.rand(2, 3, 20, 18),),
+                                 dynamic_shapes={"x": dims})
+        for hw in ((20, 18), (40, 36)):  # one export, two patch sizes
+            x = torch.rand(3, 3, *hw)
+            assert torch.allclose(ep.module()(x), m.paths[path](x), atol=1e-5)
 
 
 def test_general_model_is_cached_and_excludes_the_evaluated_video(tmp_root):
