@@ -159,3 +159,31 @@ def patch_overlay(frame_img: np.ndarray, manifest: pd.DataFrame, scale: int, pat
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def method_crops(frames: FrameSet, patches: pd.DataFrame, sr_by_method: dict, scale: int, margin: int = 8,
+                 title: str = ""):
+    """One row per patch (``frame, y, x, h, w`` in LR px): each method's SR crop, then HR, with PSNR.
+
+    ``sr_by_method`` maps a method name to ``{frame id: stitched SR frame}``.
+    """
+    names = list(sr_by_method)
+    fig, axes = plt.subplots(len(patches), len(names) + 1, figsize=(2.6 * (len(names) + 1), 2.7 * len(patches)),
+                             squeeze=False)
+    for r, (f, y, x, h, w) in enumerate(patches[["frame", "y", "x", "h", "w"]].itertuples(index=False)):
+        hr = frames.hr(int(f))
+        y0, x0 = max(0, y * scale - margin), max(0, x * scale - margin)
+        y1, x1 = min(hr.shape[0], (y + h) * scale + margin), min(hr.shape[1], (x + w) * scale + margin)
+        ref = hr[y0:y1, x0:x1]
+        for c, name in enumerate(names):
+            sr = sr_by_method[name][int(f)]
+            crop = sr[y0:min(y1, sr.shape[0]), x0:min(x1, sr.shape[1])]
+            axes[r, c].imshow(crop, interpolation="nearest")
+            axes[r, c].set_title(f"{name}: {psnr(ref[:crop.shape[0], :crop.shape[1]], crop):.2f} dB", fontsize=8)
+        axes[r, -1].imshow(ref, interpolation="nearest")
+        axes[r, -1].set_title(f"HR, frame {f}", fontsize=8)
+        for ax in axes[r]:
+            ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -4,23 +4,19 @@ It labels patch difficulty (its per-patch PSNR) and is the "no overfitting" refe
 content: scikit-image's natural colour images plus frames of the other registry clips
 (leave-one-video-out). Training is cached under ``data/models/`` by a hash of everything that
 determines the weights (spec, sources, the evaluated video it must not see), with a resumable
-checkpoint while it runs.
+checkpoint while it runs (:func:`dydca_lib.train.train_or_load`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from .models import WDSR, count_parameters, model_record
-from .paths import data_dir
+from .models import WDSR, count_parameters
 from .sources import CLIPS
-from .train import FitConfig, RandomPatchSampler, fit, load_checkpoint, load_model, save_checkpoint
+from .train import FitConfig, RandomPatchSampler, train_or_load
 from .video import crop_to_multiple, make_lr, prepare_frames
 
 NATURAL_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "retina", "hubble_deep_field",
@@ -92,10 +88,16 @@ def training_pairs(spec: GeneralSpec, exclude_video) -> list[tuple[np.ndarray, n
     return pairs
 
 
-def cache_key(spec: GeneralSpec, exclude_video) -> str:
-    record = {"spec": asdict(spec), "sources": [CLIPS[c].sha256 for c in training_sources(spec, exclude_video)],
-              "excluded": video_identity(exclude_video), "code": CODE_VERSION}
-    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
+class LazySampler:
+    """Builds the real sampler on first use, so a cached model never loads its training images."""
+
+    def __init__(self, make):
+        self._make, self._sampler = make, None
+
+    def batch(self, step: int):
+        if self._sampler is None:
+            self._sampler = self._make()
+        return self._sampler.batch(step)
 
 
 def general_model(spec: GeneralSpec, exclude_video, cache_dir: Path | None = None):
@@ -107,23 +109,16 @@ def general_model(spec: GeneralSpec, exclude_video, cache_dir: Path | None = Non
     unknown = [c for c in spec.clips if c not in CLIPS]
     if unknown:
         raise ValueError(f"general model clips {unknown} are not registry clips ({', '.join(CLIPS)})")
-    cache_dir = cache_dir or data_dir() / "models"
-    key = cache_key(spec, exclude_video)
-    final = cache_dir / f"general-x{spec.scale}-{key}.pt"
     sources = training_sources(spec, exclude_video)
-    if not final.exists():
-        model = spec.model()
-        sampler = RandomPatchSampler(training_pairs(spec, exclude_video), spec.scale, (spec.patch, spec.patch),
-                                     batch_size=spec.batch_size, seed=spec.seed)
-        cfg = FitConfig(steps=spec.steps, lr=spec.lr, seed=spec.seed)
-        ckpt = final.with_suffix(".ckpt")
-        history = fit(model, sampler, cfg, checkpoint=ckpt, desc=f"general model x{spec.scale}")
-        save_checkpoint(final, model=model.state_dict(), config=model_record(model),
-                        history=history.to_dict("records"), spec=json.dumps(asdict(spec)))
-        ckpt.unlink(missing_ok=True)
-    model = load_model(final)
-    history = pd.DataFrame(load_checkpoint(final)["history"])
-    info = {"cache_file": final.name, "parameters": count_parameters(model), "config": model.config,
+    key = {"spec": asdict(spec), "sources": [CLIPS[c].sha256 for c in sources],
+           "excluded": video_identity(exclude_video), "code": CODE_VERSION}
+    sampler = LazySampler(lambda: RandomPatchSampler(training_pairs(spec, exclude_video), spec.scale,
+                                                     (spec.patch, spec.patch), batch_size=spec.batch_size,
+                                                     seed=spec.seed))
+    cfg = FitConfig(steps=spec.steps, lr=spec.lr, seed=spec.seed)
+    model, history, fit_info = train_or_load(spec.model(), sampler, cfg, key, f"general-x{spec.scale}",
+                                             cache_dir, desc=f"general model x{spec.scale}")
+    info = {"cache_file": fit_info["cache_file"], "parameters": count_parameters(model), "config": model.config,
             "trained_on_clips": sources, "natural_images": list(NATURAL_IMAGES) if spec.natural_images else [],
             "excluded_video": video_identity(exclude_video), "steps": spec.steps,
             "train_seconds": float(history.seconds.iloc[-1]) if len(history) else 0.0}

@@ -14,10 +14,12 @@ Checkpoints are plain dicts of tensors and numbers, loadable with ``torch.load(w
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,7 @@ from tqdm.auto import tqdm
 from .io import atomic_write_bytes
 from .models import build_model, model_record, to_tensor
 from .patches import extract
+from .paths import data_dir
 
 
 @dataclass
@@ -231,3 +234,28 @@ def throughput(history: pd.DataFrame) -> dict:
     return {"steps": len(history), "seconds": round(secs, 2),
             "patches_per_s": round(history.patches.sum() / secs, 2) if secs else None,
             "lr_pixels_per_s": round(history.lr_pixels.sum() / secs, 1) if secs else None}
+
+
+def train_or_load(model: nn.Module, source, cfg: FitConfig, key: dict, name: str,
+                  cache_dir: Path | None = None, desc: str | None = None) -> tuple[nn.Module, pd.DataFrame, dict]:
+    """Train ``model`` (resumably) or load it from ``data/models/<name>-<hash>.pt``.
+
+    The hash covers ``key`` (whatever determines the training data), the model's record and the
+    fit config, so a changed parameter trains a new model and an unchanged one costs a file read.
+    Returns ``(model, history, info)``.
+    """
+    record = {"key": key, "model": model_record(model), "fit": asdict(cfg) | {"device": "any"}}
+    digest = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    cache_dir = cache_dir or data_dir() / "models"
+    final = cache_dir / f"{name}-{digest}.pt"
+    if not final.exists():
+        ckpt = final.with_suffix(".ckpt")
+        history = fit(model, source, cfg, checkpoint=ckpt, desc=desc or name)
+        save_checkpoint(final, model=model.state_dict(), config=model_record(model),
+                        history=history.to_dict("records"))
+        ckpt.unlink(missing_ok=True)
+    stored = load_checkpoint(final)
+    model.load_state_dict(stored["model"])
+    model.eval()
+    history = pd.DataFrame(stored["history"])
+    return model, history, {"cache_file": final.name, **throughput(history)}

@@ -1,0 +1,118 @@
+"""The shared, cached first stages every notebook after 01 needs: frames, chunks, the general
+model, patch labels and the Dy-DCA manifest.
+
+Notebooks 02-06 declare the same data/patching parameters (``PATCH_PARAMS``; the profiles set
+them once in ``common``) and call :func:`patch_data`, so each notebook runs on its own and they
+all see identical patches. The expensive parts are cached on disk: frames (``video``), the
+general model (``general``) and the labels (``data/cache/labels-<hash>``), keyed by everything
+that determines them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import general
+from . import patches as P
+from . import video as videolib
+from .io import atomic_write_bytes
+from .models import super_resolve
+from .paths import data_dir
+
+PATCH_PARAMS = ("video", "scale", "max_frames", "chunk_seconds", "fps", "heldout_every", "heldout_policy",
+                "lr_kernel", "patch_size", "grid_rows", "grid_cols", "patch_policy", "levels", "threshold_mode",
+                "split_thresholds", "general_blocks", "general_feats", "general_expansion", "general_steps",
+                "general_batch", "general_patch", "general_clips", "general_frames_per_clip", "seed")
+LABELS_VERSION = 1
+
+
+@dataclass
+class PatchData:
+    frames: videolib.FrameSet
+    chunks: list
+    frame_table: pd.DataFrame
+    geom: P.PatchGeometry
+    general_net: torch.nn.Module
+    general_history: pd.DataFrame
+    general_info: dict
+    labels: pd.DataFrame  # every cell of every level of every frame
+    general_frames: pd.DataFrame  # general model's full-frame PSNR per frame
+    thresholds_db: list
+    manifest: pd.DataFrame  # Dy-DCA leaves with path, chunk, split
+
+    @property
+    def train_ids(self) -> np.ndarray:
+        return self.frame_table.frame[self.frame_table.split == "train"].to_numpy()
+
+    @property
+    def heldout_ids(self) -> np.ndarray:
+        return self.frame_table.frame[self.frame_table.split == "heldout"].to_numpy()
+
+    @property
+    def routing(self) -> dict:
+        return P.routing_table(self.manifest)
+
+    def path_names(self) -> dict:
+        return {p: f"path {p}: {w}x{h} LR patches" for (h, w), p in self.routing.items()}
+
+    def load_frames(self, ids) -> tuple[dict, dict]:
+        """LR and HR frames ``ids`` in memory (for training)."""
+        ids = [int(i) for i in ids]
+        return {i: self.frames.lr(i) for i in ids}, {i: self.frames.hr(i) for i in ids}
+
+
+def _read_csv_gz(path: Path) -> pd.DataFrame:
+    return pd.read_csv(io.BytesIO(gzip.decompress(path.read_bytes())))
+
+
+def _write_csv_gz(path: Path, df: pd.DataFrame) -> None:
+    atomic_write_bytes(path, gzip.compress(df.to_csv(index=False).encode(), mtime=0))
+
+
+def cached_labels(frames: videolib.FrameSet, frame_ids, geom: P.PatchGeometry, net, general_info: dict):
+    """:func:`patches.label_frames`, cached under ``data/cache/`` by frames, geometry and model."""
+    key_record = {"frames": [str(p) for p in frames.lr_paths[:1]] + [len(frames), frames.scale, frames.lr_kernel,
+                  frames.source], "ids": [int(i) for i in frame_ids], "geom": asdict(geom),
+                  "model": general_info["cache_file"], "v": LABELS_VERSION}
+    key = hashlib.sha256(json.dumps(key_record, sort_keys=True).encode()).hexdigest()[:12]
+    root = data_dir() / "cache"
+    lab, per = root / f"labels-{key}.csv.gz", root / f"general-frames-{key}.csv.gz"
+    if lab.exists() and per.exists():
+        return _read_csv_gz(lab), _read_csv_gz(per)
+    labels, per_frame = P.label_frames(frames, frame_ids, lambda lr: super_resolve(net, lr), geom)
+    _write_csv_gz(per, per_frame)
+    _write_csv_gz(lab, labels)
+    return labels, per_frame
+
+
+def patch_data(video="cityCC0", scale=2, max_frames=50, chunk_seconds=1.0, fps=0.0, heldout_every=10,
+               heldout_policy="interleaved", lr_kernel="pil", patch_size=0, grid_rows=10, grid_cols=20,
+               patch_policy="pad", levels=2, threshold_mode="quantile", split_thresholds=(0.5,),
+               general_blocks=2, general_feats=16, general_expansion=2, general_steps=100, general_batch=16,
+               general_patch=32, general_clips=(), general_frames_per_clip=6, seed=0) -> PatchData:
+    """Frames, chunks, general model, labels and the Dy-DCA manifest for one set of parameters."""
+    frames = videolib.prepare_frames(video, scale, max_frames=max_frames or None, lr_kernel=lr_kernel, fps=fps or None)
+    chunks, frame_table = videolib.plan_frames(len(frames), frames.fps, chunk_seconds, heldout_every, heldout_policy)
+    if patch_size:
+        geom = P.PatchGeometry(*frames.lr_hw, patch_size, patch_size, levels, patch_policy)
+    else:
+        geom = P.PatchGeometry.from_grid(frames.lr_hw, grid_rows, grid_cols, levels, patch_policy)
+    spec = general.GeneralSpec(scale=scale, n_blocks=general_blocks, n_feats=general_feats,
+                               expansion=general_expansion, steps=general_steps, batch_size=general_batch,
+                               patch=general_patch, seed=seed, lr_kernel=lr_kernel, clips=tuple(general_clips),
+                               frames_per_clip=general_frames_per_clip)
+    net, history, info = general.general_model(spec, video)
+    labels, general_frames = cached_labels(frames, frame_table.frame, geom, net, info)
+    train = frame_table.frame[frame_table.split == "train"]
+    thresholds = P.resolve_thresholds(labels[labels.frame.isin(train)], list(split_thresholds), threshold_mode)
+    manifest = P.coarse_to_fine(labels, thresholds).merge(frame_table[["frame", "chunk", "split"]], on="frame")
+    return PatchData(frames, chunks, frame_table, geom, net, history, info, labels, general_frames, thresholds, manifest)
