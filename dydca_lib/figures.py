@@ -187,3 +187,40 @@ def method_crops(frames: FrameSet, patches: pd.DataFrame, sr_by_method: dict, sc
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def psnr_vs_size(results: pd.DataFrame, metric: str, ylabel: str):
+    """PSNR against total parameters, one panel per clip x scale; marker size = number of models."""
+    groups = list(results.groupby(["video", "scale"], sort=False))
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4), squeeze=False)
+    methods = list(dict.fromkeys(results.method))
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    for ax, ((video, scale), g) in zip(axes[0], groups):
+        for r in g.itertuples():
+            ax.scatter(max(r.parameters, 1), getattr(r, metric), s=40 + 30 * r.models, color=colors[r.method],
+                       label=f"{r.method} ({r.models} models)", edgecolor="k", lw=0.5)
+        ax.set_xscale("log")
+        ax.set_xlabel("total parameters (log; bicubic plotted at 1)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{video} x{scale}", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def psnr_per_chunk(per_frame: pd.DataFrame):
+    """Full-frame PSNR of held-out frames over time (chunk), one line per method, a panel per clip."""
+    groups = list(per_frame.groupby(["video", "scale"], sort=False))
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 3.6), squeeze=False)
+    for ax, ((video, scale), g) in zip(axes[0], groups):
+        for method, m in g.groupby("method", sort=False):
+            per = m.groupby("chunk").psnr_rgb.mean()
+            ax.plot(per.index, per.values, marker="o", label=method)
+        ax.set_xlabel("chunk (time)")
+        ax.set_ylabel("PSNR RGB (dB), held-out frames")
+        ax.set_title(f"{video} x{scale}", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    return fig

@@ -7,7 +7,8 @@ run. Two sources:
 * :class:`RandomPatchSampler` — random aligned patches from whole images (the general model);
 * :class:`BucketedPatchSource` — the patches of a manifest in epochs, batched by patch size
   (same-size patches in a batch, buckets interleaved and shuffled), each batch tagged with the
-  path its patches are routed to (the dynamic model, STDO's per-bin models, ...).
+  path its patches are routed to (the dynamic model, STDO's per-bin models, ...). Batches of
+  larger patches hold proportionally fewer patches, so every step sees the same pixel count.
 
 Checkpoints are plain dicts of tensors and numbers, loadable with ``torch.load(weights_only=True)``.
 """
@@ -93,7 +94,8 @@ class BucketedPatchSource:
     """
 
     def __init__(self, manifest: pd.DataFrame, lr_frames: dict, hr_frames: dict, scale: int,
-                 batch_size: int = 16, context: int = 0, seed: int = 0, augment: bool = True):
+                 batch_size: int = 16, context: int = 0, seed: int = 0, augment: bool = True,
+                 equal_pixels: bool = True):
         if manifest.empty:
             raise ValueError("the manifest holds no patches to train on")
         missing = set(manifest.frame) - set(lr_frames)
@@ -102,9 +104,16 @@ class BucketedPatchSource:
         self.manifest = manifest.reset_index(drop=True)
         self.lr_frames, self.hr_frames = lr_frames, hr_frames
         self.scale, self.batch_size, self.context, self.seed, self.augment = scale, batch_size, context, seed, augment
-        self.buckets = [g.index.to_numpy() for _, g in self.manifest.groupby(["h", "w"], sort=True)]
+        groups = list(self.manifest.groupby(["h", "w"], sort=True))
+        self.buckets = [g.index.to_numpy() for _, g in groups]
+        smallest = min(h * w for (h, w), _ in groups)
+        # equal_pixels: a bucket of patches k times larger than the smallest gets batches k times
+        # smaller, so every step sees the same number of pixels and a path of large patches is not
+        # starved of optimizer steps (the Dy-DCA code used batch size 1 for the same reason)
+        self.bucket_batch = [max(1, round(batch_size * smallest / (h * w))) if equal_pixels else batch_size
+                             for (h, w), _ in groups]
         self.has_path = "path" in self.manifest
-        self.steps_per_epoch = sum(math.ceil(len(b) / batch_size) for b in self.buckets)
+        self.steps_per_epoch = sum(math.ceil(len(b) / n) for b, n in zip(self.buckets, self.bucket_batch))
         self._plan_epoch, self._plan = None, None
 
     def plan(self, epoch: int) -> list[np.ndarray]:
@@ -112,9 +121,9 @@ class BucketedPatchSource:
         if self._plan_epoch != epoch:
             rng = np.random.default_rng((self.seed, epoch))
             batches = []
-            for rows in self.buckets:
+            for rows, n in zip(self.buckets, self.bucket_batch):
                 rows = rng.permutation(rows)
-                batches += [rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+                batches += [rows[i:i + n] for i in range(0, len(rows), n)]
             order = rng.permutation(len(batches))
             self._plan_epoch, self._plan = epoch, [batches[i] for i in order]
         return self._plan

@@ -1,0 +1,352 @@
+"""The methods compared in the paper's main table, behind one small interface.
+
+A method differs from the others only in (1) which patches a frame is cut into and which model
+or path each patch goes to — its *manifests*, whose ``path`` column names the model/path — and
+(2) which models exist and how they are trained. Evaluation (:mod:`dydca_lib.evaluate`), the
+TVM compile and the on-device benchmark iterate over the same list of methods.
+
+* ``Bicubic`` — no model;
+* ``General`` — the general model (no overfitting);
+* ``PerVideo`` — one model overfitted on all training frames (NAS-style);
+* ``PerChunk`` — one model per time chunk (CaFM's S{1-n}); the client switches at chunk borders;
+* ``STDO`` — k models, one per PSNR-quantile bin of the fine grid (bins from the labels);
+* ``STDOJoint`` — one model on all of bin 0, none of the easiest bin, a decreasing share between;
+* ``DyDCA`` — the one dynamic model, patches routed by size.
+
+Whole-frame methods (general, per-video, per-chunk) upscale the whole frame at inference; under
+the patch-level protocol they are scored on STDO's fine grid, as STDO's re-runs of NAS/CaFM.
+Training budgets are equal in *epochs*: every trained method passes over its training patches
+the same number of times, so per-video, per-chunk, STDO and Dy-DCA process the same number of
+LR pixels (STDO joint, by design, fewer).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .evaluate import bicubic_upscaler, model_upscaler
+from .models import WDSR, DynamicWDSR, count_parameters, model_record
+from .patches import quantile_bins
+from .pipeline import PatchData
+from .train import BucketedPatchSource, FitConfig, train_or_load
+
+
+def state_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the model's weights as shipped (float32 state dict, weight norm folded into g/v)."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getbuffer().nbytes
+
+
+def blocks_for_budget(total_params: int, n_models: int, scale: int, n_feats: int = 32, expansion: int = 2) -> int:
+    """WDSR residual blocks per model so that ``n_models`` models total about ``total_params``."""
+    base = count_parameters(WDSR(scale=scale, n_blocks=0, n_feats=n_feats, expansion=expansion))
+    per_block = count_parameters(WDSR(scale=scale, n_blocks=1, n_feats=n_feats, expansion=expansion)) - base
+    return max(0, round((total_params / n_models - base) / per_block))
+
+
+def whole_frame_manifest(frame_ids, hw: tuple[int, int], path_of=None) -> pd.DataFrame:
+    """One patch per frame covering it whole (LR px)."""
+    ids = [int(i) for i in frame_ids]
+    paths = [int(path_of(i)) if path_of else 0 for i in ids]
+    return pd.DataFrame({"frame": ids, "y": 0, "x": 0, "h": hw[0], "w": hw[1], "path": paths})
+
+
+def fine_grid(data: PatchData) -> pd.DataFrame:
+    """STDO's fixed grid: the finest level's cells of every frame, with labels."""
+    fine = data.labels[data.labels.level == data.geom.levels - 1]
+    return fine.merge(data.frame_table[["frame", "chunk", "split"]], on="frame").reset_index(drop=True)
+
+
+class Method:
+    """Base class: ``prepare`` trains or loads the models; then the manifests and upscaler evaluate it."""
+
+    name = "method"
+    context = 0
+
+    def prepare(self, data: PatchData, cfg: dict) -> None:
+        self.data = data
+
+    def models(self) -> dict[str, torch.nn.Module]:
+        return {}
+
+    def patch_manifest(self, frame_ids) -> pd.DataFrame:
+        """Patches scored under the patch-level protocol (``path`` = model/path id)."""
+        fine = fine_grid(self.data)
+        return fine[fine.frame.isin(frame_ids)].assign(path=0)
+
+    def frame_manifest(self, frame_ids) -> pd.DataFrame:
+        """How the client cuts a frame at inference (``path`` = model/path id)."""
+        return whole_frame_manifest(frame_ids, self.data.frames.lr_hw)
+
+    def upscaler(self):
+        raise NotImplementedError
+
+    def routing_map_bytes(self) -> int:
+        """Bytes of per-patch side information the client needs besides the models."""
+        return 0
+
+    def describe(self) -> dict:
+        models = self.models()
+        params = sum(count_parameters(m) for m in models.values())
+        return {"method": self.name, "models": len(models), "parameters": params,
+                "model_bytes": sum(state_bytes(m) for m in models.values()),
+                "routing_map_bytes": self.routing_map_bytes(), **getattr(self, "train_info", {})}
+
+
+class Bicubic(Method):
+    name = "bicubic"
+
+    def __init__(self, kernel: str = "pil"):
+        self.kernel = kernel
+
+    def upscaler(self):
+        return bicubic_upscaler(self.data.frames.scale, self.kernel)
+
+
+class General(Method):
+    name = "general"
+
+    def models(self):
+        return {"general": self.data.general_net}
+
+    def upscaler(self):
+        return model_upscaler(self.data.general_net, routed=False)
+
+
+class _Trained(Method):
+    """Methods made of WDSR models each trained on a subset of the training patches."""
+
+    def __init__(self, n_blocks: int = 4, n_feats: int = 32, expansion: int = 2, epochs: float = 1.0,
+                 batch_size: int = 16, context: int = 2, lr: float = 1e-3, seed: int = 0, label: str | None = None):
+        self.size = dict(n_blocks=n_blocks, n_feats=n_feats, expansion=expansion)
+        self.epochs, self.batch_size, self.context, self.lr, self.seed = epochs, batch_size, context, lr, seed
+        if label:
+            self.name = label
+
+    def training_sets(self) -> dict[int, pd.DataFrame]:
+        """Model id -> the training patches it learns from."""
+        raise NotImplementedError
+
+    def build(self, model_id: int) -> torch.nn.Module:
+        return WDSR(scale=self.data.frames.scale, **self.size)
+
+    def prepare(self, data: PatchData, cfg: dict | None = None) -> None:
+        super().prepare(data, cfg)
+        sets = self.training_sets()
+        lr_frames, hr_frames = data.load_frames(sorted(set().union(*(set(m.frame) for m in sets.values()))))
+        self._models, seconds, lr_px = {}, 0.0, 0
+        for model_id, manifest in sets.items():
+            model = self.build(model_id)
+            src = BucketedPatchSource(manifest.drop(columns=["path"], errors="ignore") if not isinstance(model, DynamicWDSR)
+                                      else manifest, lr_frames, hr_frames, data.frames.scale, self.batch_size,
+                                      self.context, self.seed)
+            steps = max(1, math.ceil(self.epochs * src.steps_per_epoch))
+            fit_cfg = FitConfig(steps=steps, lr=self.lr, checkpoint_every=src.steps_per_epoch, seed=self.seed)
+            key = {"method": type(self).__name__, "model_id": model_id, "frames": data.frames.describe(),
+                   "manifest": int(pd.util.hash_pandas_object(manifest[["frame", "y", "x", "h", "w"]]).sum()),
+                   "batch": self.batch_size, "context": self.context}
+            model, history, info = train_or_load(model, src, fit_cfg, key, f"{type(self).__name__.lower()}-{model_id}",
+                                                 desc=f"{self.name} model {model_id}")
+            self._models[model_id] = model
+            seconds += info["seconds"]
+            lr_px += int(history.lr_pixels.sum())
+        self.train_info = {"train_seconds": round(seconds, 1), "train_lr_megapixels": round(lr_px / 1e6, 2)}
+
+    def models(self):
+        return {f"{self.name}[{k}]": m for k, m in self._models.items()}
+
+    def upscaler(self):
+        ups = {k: model_upscaler(m, routed=isinstance(m, DynamicWDSR)) for k, m in self._models.items()}
+        return lambda patches, path: ups[path](patches, path)
+
+
+class PerVideo(_Trained):
+    name = "one model per video"
+
+    def training_sets(self):
+        fine = fine_grid(self.data)
+        return {0: fine[fine.split == "train"]}
+
+    def upscaler(self):
+        up = model_upscaler(self._models[0], routed=False)
+        return lambda patches, path: up(patches, 0)
+
+
+class PerChunk(_Trained):
+    name = "one model per chunk"
+
+    def training_sets(self):
+        fine = fine_grid(self.data)
+        train = fine[fine.split == "train"]
+        return {int(c): g for c, g in train.groupby("chunk")}
+
+    def _chunk_of(self, frame: int) -> int:
+        ft = self.data.frame_table
+        return int(ft.loc[ft.frame == frame, "chunk"].iloc[0])
+
+    def patch_manifest(self, frame_ids):
+        return super().patch_manifest(frame_ids).pipe(lambda m: m.assign(path=m.chunk))
+
+    def frame_manifest(self, frame_ids):
+        return whole_frame_manifest(frame_ids, self.data.frames.lr_hw, self._chunk_of)
+
+    def upscaler(self):
+        ups = {k: model_upscaler(m, routed=False) for k, m in self._models.items()}
+        return lambda patches, path: ups[path](patches, path)
+
+
+class STDO(_Trained):
+    """k models, one per equal-count PSNR bin of the fine grid (edges from the training frames)."""
+
+    def __init__(self, k: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.k = k
+        self.name = kwargs.get("label") or f"STDO k={k}"
+
+    def binned(self) -> pd.DataFrame:
+        fine = fine_grid(self.data)
+        train = fine.split == "train"
+        _, edges = quantile_bins(fine.label[train].to_numpy(), self.k)
+        bins = np.searchsorted(edges[:-1], fine.label.to_numpy(), side="left")  # held-out frames too
+        return fine.assign(path=bins)
+
+    def training_sets(self):
+        b = self.binned()
+        return {j: g for j, g in b[b.split == "train"].groupby("path")}
+
+    def patch_manifest(self, frame_ids):
+        b = self.binned()
+        return b[b.frame.isin(frame_ids)]
+
+    frame_manifest = patch_manifest
+
+    def routing_map_bytes(self) -> int:
+        """One bin id per fine patch per frame, packed in ceil(log2 k) bits."""
+        per_frame = len(self.data.geom.cells(self.data.geom.levels - 1))
+        return math.ceil(per_frame * max(1, math.ceil(math.log2(self.k))) / 8) * len(self.data.frame_table)
+
+
+class STDOJoint(STDO):
+    """One model on a data-aware sample: all of bin 0, none of the easiest, decreasing shares between."""
+
+    def __init__(self, k: int = 4, shares: list | None = None, **kwargs):
+        super().__init__(k=k, **kwargs)
+        self.shares = list(shares) if shares is not None else [1.0 - j / (k - 1) for j in range(k)]
+        if len(self.shares) != k:
+            raise ValueError(f"STDO joint needs {k} shares (one per bin), got {self.shares}")
+        self.name = kwargs.get("label") or f"STDO joint (k={k})"
+
+    def training_sets(self):
+        b = self.binned()
+        train = b[b.split == "train"]
+        rng = np.random.default_rng(self.seed)
+        parts = [g.iloc[np.sort(rng.permutation(len(g))[:round(len(g) * self.shares[j])])]
+                 for j, g in train.groupby("path")]
+        return {0: pd.concat(parts).assign(path=0)}
+
+    def patch_manifest(self, frame_ids):
+        return super().patch_manifest(frame_ids).assign(path=0)
+
+    frame_manifest = patch_manifest
+
+    def routing_map_bytes(self) -> int:
+        return 0
+
+    def upscaler(self):
+        up = model_upscaler(self._models[0], routed=False)
+        return lambda patches, path: up(patches, 0)
+
+
+class DyDCA(_Trained):
+    """The one dynamic model: paths of ``path_blocks`` blocks, patches routed by their size."""
+
+    name = "Dy-DCA"
+
+    def __init__(self, path_blocks: list | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.path_blocks = list(path_blocks or [4, 2])
+
+    def build(self, model_id):
+        routing = [(h, w, p) for (h, w), p in self.data.routing.items()]
+        if len(self.path_blocks) != len(set(p for *_, p in routing)):
+            raise ValueError(f"{len(self.path_blocks)} paths for {len(routing)} patch sizes in the manifest")
+        return DynamicWDSR(scale=self.data.frames.scale, paths=[{"n_blocks": b} for b in self.path_blocks],
+                           n_feats=self.size["n_feats"], expansion=self.size["expansion"], routing=routing)
+
+    def training_sets(self):
+        m = self.data.manifest
+        return {0: m[m.split == "train"]}
+
+    def patch_manifest(self, frame_ids):
+        return self.data.manifest[self.data.manifest.frame.isin(frame_ids)]
+
+    frame_manifest = patch_manifest
+
+    def routing_map_bytes(self) -> int:
+        """The split tree of every frame: one bit (split or not) per node above the finest level."""
+        m, geom = self.data.manifest, self.data.geom
+        bits = 0
+        for level in range(geom.levels - 1):
+            ch, cw = geom.cell_size(level)
+            above = m[m.level >= level]
+            bits += len(set(zip(above.frame, above.y - above.y % ch, above.x - above.x % cw)))
+        return math.ceil(bits / 8)
+
+    def upscaler(self):
+        return model_upscaler(self._models[0], routed=True)
+
+
+def evaluate_method(method: Method, data: PatchData, train_ids, heldout_ids, keep_frames=()) -> dict:
+    """Both protocols for one prepared method: patch-level on ``train_ids``, full-frame on
+    ``heldout_ids``. Returns the summary row, per-frame results and the kept SR frames."""
+    from .evaluate import evaluate, frame_protocol, patch_protocol
+
+    up = method.upscaler()
+    patches, _, _ = evaluate(up, data.frames, method.patch_manifest(train_ids), train_ids, method.context,
+                             desc=f"{method.name}: patch-level")
+    _, per_frame, kept = evaluate(up, data.frames, method.frame_manifest(heldout_ids), heldout_ids, method.context,
+                                  desc=f"{method.name}: full-frame", keep_frames=tuple(keep_frames))
+    p, f = patch_protocol(patches), frame_protocol(per_frame)
+    row = {**method.describe(), "patch_psnr_rgb": p.psnr_rgb, "patch_psnr_y": p.psnr_y,
+           "frame_psnr_rgb": f.psnr_rgb, "frame_psnr_y": f.psnr_y, "frame_ssim_y": f.ssim_y}
+    return {"row": row, "per_frame": per_frame.assign(method=method.name), "kept": kept}
+
+
+def dynamic_model_size(scale: int, path_blocks: list, n_feats: int = 32, expansion: int = 2) -> int:
+    return count_parameters(DynamicWDSR(scale=scale, paths=[{"n_blocks": b} for b in path_blocks],
+                                        n_feats=n_feats, expansion=expansion))
+
+
+def method_suite(scale: int, n_chunks: int, *, kernel: str = "pil", stdo_ks=(2,), joint_k: int = 4,
+                 joint_shares=None, model_blocks: int = 4, path_blocks=(4, 2), n_feats: int = 32,
+                 expansion: int = 2, epochs: float = 1.0, batch_size: int = 16, context: int = 2,
+                 lr: float = 1e-3, seed: int = 0, equal_size: bool = False) -> list[Method]:
+    """The paper's main-table methods with one shared training budget (see the module doc).
+
+    ``equal_size`` adds per-video, per-chunk and STDO variants whose models together have about
+    Dy-DCA's parameter count.
+    """
+    kw = dict(n_feats=n_feats, expansion=expansion, epochs=epochs, batch_size=batch_size, context=context,
+              lr=lr, seed=seed)
+    bic, gen = Bicubic(kernel), General()
+    bic.context = gen.context = context  # same patches as the trained methods under the patch-level protocol
+    suite = [bic, gen, PerVideo(n_blocks=model_blocks, **kw), PerChunk(n_blocks=model_blocks, **kw)]
+    suite += [STDO(k=k, n_blocks=model_blocks, **kw) for k in stdo_ks]
+    suite += [STDOJoint(k=joint_k, shares=joint_shares or None, n_blocks=model_blocks, **kw),
+              DyDCA(path_blocks=list(path_blocks), n_blocks=model_blocks, **kw)]
+    if equal_size:
+        total = dynamic_model_size(scale, list(path_blocks), n_feats, expansion)
+
+        def blocks(n):
+            return blocks_for_budget(total, n, scale, n_feats, expansion)
+
+        suite += [PerVideo(n_blocks=blocks(1), label="one model per video (= size)", **kw),
+                  PerChunk(n_blocks=blocks(n_chunks), label="one model per chunk (= size)", **kw)]
+        suite += [STDO(k=k, n_blocks=blocks(k), label=f"STDO k={k} (= size)", **kw) for k in stdo_ks]
+    return suite

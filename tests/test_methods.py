@@ -1,0 +1,65 @@
+"""Every method of the main table, end to end on a tiny synthetic clip."""
+
+import numpy as np
+import pytest
+
+from dydca_lib import methods as M
+from dydca_lib import pipeline
+
+
+@pytest.fixture
+def tiny_data(tmp_root, synthetic_video):
+    return pipeline.patch_data(video=str(synthetic_video), scale=2, max_frames=30, chunk_seconds=1.0, heldout_every=5,
+                               grid_rows=4, grid_cols=4, levels=2, general_blocks=0, general_feats=4,
+                               general_steps=2, general_batch=2, general_patch=8)
+
+
+def test_patch_data_is_consistent(tiny_data):
+    d = tiny_data
+    assert len(d.chunks) == 3 and len(d.heldout_ids) == 6
+    assert set(d.manifest.frame) == set(d.frame_table.frame)
+    assert set(d.routing.values()) <= {0, 1}
+
+
+def test_every_method_trains_evaluates_and_reports_its_size(tiny_data):
+    suite = M.method_suite(2, len(tiny_data.chunks), stdo_ks=(2,), joint_k=2, model_blocks=0, path_blocks=[1, 0],
+                           n_feats=4, epochs=0.2, batch_size=4, context=1, equal_size=True)
+    names = [m.name for m in suite]
+    assert names[:7] == ["bicubic", "general", "one model per video", "one model per chunk", "STDO k=2",
+                         "STDO joint (k=2)", "Dy-DCA"]
+    rows = {}
+    for m in suite:
+        m.prepare(tiny_data, {})
+        rows[m.name] = M.evaluate_method(m, tiny_data, tiny_data.train_ids[::4], tiny_data.heldout_ids)["row"]
+    assert rows["bicubic"]["models"] == 0 and rows["one model per chunk"]["models"] == 3
+    assert rows["STDO k=2"]["models"] == 2 and rows["Dy-DCA"]["models"] == 1
+    assert rows["STDO k=2"]["routing_map_bytes"] > 0 and rows["Dy-DCA"]["routing_map_bytes"] > 0
+    assert rows["one model per video"]["routing_map_bytes"] == 0
+    for r in rows.values():
+        assert np.isfinite(r["frame_psnr_rgb"]) and 5 < r["frame_psnr_rgb"] < 60
+    assert rows["Dy-DCA"]["model_bytes"] > 0
+
+
+def test_stdo_bins_and_per_chunk_paths(tiny_data):
+    stdo = M.STDO(k=2)
+    stdo.data = tiny_data
+    b = stdo.binned()
+    counts = b[b.split == "train"].path.value_counts()
+    assert abs(counts[0] - counts[1]) <= 1
+    assert b.loc[b.path == 0, "label"].max() <= b.loc[b.path == 1, "label"].min()
+    chunked = M.PerChunk()
+    chunked.data = tiny_data
+    m = chunked.frame_manifest(tiny_data.heldout_ids)
+    assert list(m.path) == list(tiny_data.frame_table.set_index("frame").loc[tiny_data.heldout_ids, "chunk"])
+    joint = M.STDOJoint(k=2, shares=[1.0, 0.0])
+    joint.data = tiny_data
+    (train,) = joint.training_sets().values()
+    assert len(train) == counts[0]  # all of bin 0, none of the easiest bin
+
+
+def test_blocks_for_budget_matches_the_total():
+    total = M.dynamic_model_size(2, [4, 2])
+    assert M.blocks_for_budget(total, 1, 2) in (6, 7)
+    assert M.blocks_for_budget(total, 4, 2) == 1
+    with pytest.raises(ValueError, match="shares"):
+        M.STDOJoint(k=3, shares=[1, 0])
