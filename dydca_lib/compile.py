@@ -21,7 +21,8 @@ The only module of ``dydca_lib`` that imports TVM. The pipeline, one function pe
    (identical workloads deduplicated by structural hash) into a JSON database under
    ``tuning/<target-name>/`` (:func:`tuning_dir`); :func:`apply_database` applies it with
    ``relax.transform.MetaScheduleApplyDatabase`` and falls back to untuned kernels with an
-   :class:`UntunedWarning` when the target has no database.
+   :class:`UntunedWarning` when the target has no database; :func:`database_coverage` says which
+   kernels it covers and :func:`prune_database` keeps the best record per kernel (what is committed).
 5. **runtime**: :class:`CompiledDynamicSR` builds all of that for a model and a manifest and is
    an *upscaler* with the signature of :mod:`dydca_lib.evaluate` (``(lr_patches_uint8_NHWC,
    path) -> sr_uint8_NHWC``); ``mode="symbolic"`` gives the naive baseline behind the same API.
@@ -537,6 +538,58 @@ def apply_database(mod: "tvm.IRModule", target=None, work_dir: str | Path | None
         return relax.transform.MetaScheduleApplyDatabase(str(work_dir))(mod)
 
 
+def database_coverage(fused_mod: "tvm.IRModule", target=None, work_dir: str | Path | None = None) -> pd.DataFrame:
+    """Which kernels of a fused module the tuning database in ``work_dir`` has a schedule for.
+
+    One row per MetaSchedule task (:func:`extract_tasks`, identical kernels once): ``task``,
+    ``weight`` (calls), ``tuned`` (a record matches the kernel's structural hash and the target)
+    and ``best_ms`` (the record's measured run time, NaN when untuned). The workloads are matched
+    exactly as :func:`apply_database` matches them, so ``tuned.all()`` means no kernel falls back.
+    Without a database every row is untuned (no warning).
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    target = _as_target(target)
+    work_dir = Path(work_dir) if work_dir is not None else tuning_dir(target)
+    tasks = extract_tasks(fused_mod, target)
+    db = ms.database.JSONDatabase(work_dir=str(work_dir), allow_missing=False) if has_database(work_dir) else None
+    rows = []
+    for t in tasks:
+        rec = db.query_tuning_record(t.mod, target, t.task_name) if db is not None else None
+        secs = [float(v) for v in rec.run_secs] if rec is not None and rec.run_secs else []
+        rows.append({"task": t.task_name, "weight": int(t.weight), "tuned": rec is not None,
+                     "best_ms": 1e3 * statistics.median(secs) if secs else float("nan")})
+    return pd.DataFrame(rows, columns=["task", "weight", "tuned", "best_ms"])
+
+
+def prune_database(work_dir: str | Path, dst: str | Path | None = None) -> dict:
+    """Keep only the best record per workload (``JSONDatabase.dump_pruned``), by default in place.
+
+    A tuning run stores every measured candidate (a few KB each); applying needs the best one.
+    Returns the record counts before and after.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    src = Path(work_dir)
+    if not has_database(src):
+        raise CompileError(f"no tuning database in {src}")
+    dst = Path(dst) if dst is not None else src
+    before = sum(1 for line in (src / "database_tuning_record.json").open() if line.strip())
+    with tempfile.TemporaryDirectory(prefix="dydca_prune_") as tmp:
+        ms.database.JSONDatabase(work_dir=str(src), allow_missing=False).dump_pruned(
+            ms.database.JSONDatabase(work_dir=tmp, allow_missing=True))
+        dst.mkdir(parents=True, exist_ok=True)
+        for name in ("database_workload.json", "database_tuning_record.json"):
+            text = (Path(tmp) / name).read_text()
+            fd, tmp_path = tempfile.mkstemp(dir=dst, prefix=f".{name}.")  # atomic replace
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.chmod(tmp_path, 0o644)
+            os.replace(tmp_path, dst / name)
+    after = sum(1 for line in (dst / "database_tuning_record.json").open() if line.strip())
+    return {"records_before": before, "records_after": after, "work_dir": str(dst)}
+
+
 def extract_tasks(fused_mod: "tvm.IRModule", target=None) -> list:
     """The distinct kernels (MetaSchedule tasks) of all functions of a fused module.
 
@@ -770,6 +823,7 @@ class CompiledDynamicSR:
     ``upscaler(lr_patches_uint8_NHWC, path) -> sr_uint8_NHWC`` (also ``__call__``) matches
     :mod:`dydca_lib.evaluate`; :meth:`forward` is the float version (NCHW in [0, 1]).
     ``report`` (static mode) has one row per function: kernels, kernel counts, memory before/after.
+    ``modules`` keeps each path's symbolic module as exported (bounds as above), ``params`` its weights.
     """
 
     def __init__(self, model: DynamicWDSR, shapes: Iterable[StaticShape | tuple], *, mode: str = "static",
@@ -805,6 +859,7 @@ class CompiledDynamicSR:
             self.max_batch[p], self.max_hw[p] = max(2, max(bs)), (max(hs), max(ws))
             bounds = {"batch": (1, self.max_batch[p]), "h": (2, max(hs)), "w": (2, max(ws))}
             modules[p], self.params[p] = export_path(model.paths[p], (hs[0], ws[0]), bs[0], True, bounds)
+        self.modules = modules  # the symbolic (exported) module of each path, for reports
         if mode == "symbolic":
             self.executables = {p: compile_dynamic(m, self.target) for p, m in modules.items()}
             self.vms = {p: load_vm(ex) for p, ex in self.executables.items()}
@@ -956,6 +1011,6 @@ __all__ = [
     "has_avx512", "cpu_target", "target_name", "export_path", "symbolic_dims", "compile_dynamic", "load_vm",
     "run_vm", "function_name", "batch_buckets", "split_batch", "static_shapes", "specialize", "legalize", "fuse",
     "plan_memory", "compile_planned", "kernel_calls", "memory_estimate", "optimize", "tuning_dir", "has_database",
-    "apply_database", "extract_tasks", "tune", "tvm_threads", "cpu_model", "runtime_info", "time_vm",
-    "time_torch", "clear_in_process_modules",
+    "apply_database", "database_coverage", "prune_database", "extract_tasks", "tune", "tvm_threads", "cpu_model",
+    "runtime_info", "time_vm", "time_torch", "clear_in_process_modules",
 ]

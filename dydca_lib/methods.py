@@ -140,7 +140,7 @@ class _Trained(Method):
         super().prepare(data, cfg)
         sets = self.training_sets()
         lr_frames, hr_frames = data.load_frames(sorted(set().union(*(set(m.frame) for m in sets.values()))))
-        self._models, seconds, lr_px = {}, 0.0, 0
+        self._models, self.histories, seconds, lr_px = {}, {}, 0.0, 0
         for model_id, manifest in sets.items():
             model = self.build(model_id)
             src = BucketedPatchSource(manifest.drop(columns=["path"], errors="ignore") if not isinstance(model, DynamicWDSR)
@@ -153,10 +153,11 @@ class _Trained(Method):
                    "batch": self.batch_size, "context": self.context}
             model, history, info = train_or_load(model, src, fit_cfg, key, f"{type(self).__name__.lower()}-{model_id}",
                                                  desc=f"{self.name} model {model_id}")
-            self._models[model_id] = model
+            self._models[model_id], self.histories[model_id] = model, history
             seconds += info["seconds"]
             lr_px += int(history.lr_pixels.sum())
-        self.train_info = {"train_seconds": round(seconds, 1), "train_lr_megapixels": round(lr_px / 1e6, 2)}
+        self.train_info = {"train_seconds": round(seconds, 1), "train_lr_megapixels": round(lr_px / 1e6, 2),
+                           "lr_pixels_per_s": round(lr_px / seconds, 1) if seconds else None}
 
     def models(self):
         return {f"{self.name}[{k}]": m for k, m in self._models.items()}
