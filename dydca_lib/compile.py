@@ -723,7 +723,8 @@ def _in_process_builder_runner():
 
 def tune(fused_mod: "tvm.IRModule", target=None, work_dir: str | Path | None = None, trials: int = 64,
          trials_per_task: int | None = None, trials_per_iter: int = 16, workers: str = "in_process",
-         cost_model: str = "auto", strategy: str = "auto", seed: int = 0, progress: bool = True) -> dict:
+         cost_model: str = "auto", strategy: str = "auto", seed: int = 0, progress: bool = True,
+         log_dir: str | Path | None = None) -> dict:
     """MetaSchedule over the distinct kernels of a fused module (:func:`fuse`/:func:`optimize`).
 
     ``trials``: the global budget (measured candidates over all tasks); ``trials_per_task``
@@ -737,10 +738,12 @@ def tune(fused_mod: "tvm.IRModule", target=None, work_dir: str | Path | None = N
     ``"evolutionary"`` with XGBoost, else ``"replay-trace"`` (random sampling of the design space):
     evolutionary search ranks thousands of candidates per round with the cost model, which cost
     ~18 s per task on the busy 2-core machine and buys nothing with a random model. Records go
-    to the JSON database in ``work_dir`` (default :func:`tuning_dir`; appended to if it exists).
+    to the JSON database in ``work_dir`` (default :func:`tuning_dir`; appended to if it exists;
+    :func:`prune_database` then keeps the best per kernel). MetaSchedule's per-task logs (MBs) go
+    to ``log_dir`` (default: a new temporary folder, so a committed database folder stays clean).
     A tqdm bar counts trials (and failed builds/runs).
 
-    Returns a summary: tasks (name, weight), trials, seconds, work_dir, cost model, workers.
+    Returns a summary: tasks (name, weight), trials, seconds, work_dir, logs, cost model, workers.
     """
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.relax_integration import extracted_tasks_to_tune_contexts
@@ -766,7 +769,9 @@ def tune(fused_mod: "tvm.IRModule", target=None, work_dir: str | Path | None = N
     if strategy == "auto":
         strategy = "evolutionary" if cost_model == "xgb" else "replay-trace"
     cores = int(target.attrs["num-cores"])
-    contexts, weights = extracted_tasks_to_tune_contexts(tasks, str(work_dir), strategy=strategy, seed=seed,
+    log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="dydca_tune_logs_"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    contexts, weights = extracted_tasks_to_tune_contexts(tasks, str(log_dir), strategy=strategy, seed=seed,
                                                          num_threads=cores)
     if workers == "popen":
         builder = ms.builder.LocalBuilder(max_workers=cores, initializer=_tensor_intrin_importer())
@@ -779,16 +784,17 @@ def tune(fused_mod: "tvm.IRModule", target=None, work_dir: str | Path | None = N
         callbacks.append(bar)
     t0 = time.perf_counter()
     try:
-        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=int(trials),
+        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(log_dir), max_trials_global=int(trials),
                       max_trials_per_task=int(per_task), num_trials_per_iter=int(trials_per_iter),
-                      builder=builder, runner=runner, cost_model=cost_model if cost_model == "xgb"
-                      else ms.CostModel.create(cost_model), measure_callbacks=callbacks)
+                      builder=builder, runner=runner, database=ms.database.JSONDatabase(work_dir=str(work_dir)),
+                      cost_model=cost_model if cost_model == "xgb" else ms.CostModel.create(cost_model),
+                      measure_callbacks=callbacks)
     finally:
         if bar is not None:
             bar.bar.close()
         if workers == "in_process":
             clear_in_process_modules()
-    return {"work_dir": str(work_dir), "target": str(target), "tasks": [(t.task_name, int(t.weight)) for t in tasks],
+    return {"work_dir": str(work_dir), "logs": str(log_dir), "target": str(target), "tasks": [(t.task_name, int(t.weight)) for t in tasks],
             "trials": int(trials), "trials_per_task": int(per_task), "seconds": time.perf_counter() - t0,
             "cost_model": cost_model, "strategy": strategy, "workers": workers, "tvm_threads": tvm_threads()}
 

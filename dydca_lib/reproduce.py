@@ -2,13 +2,21 @@
 
 Parameters come from ``params/<profile>.yaml``: ``common`` is passed to every notebook that
 declares the parameter and ``notebooks.<name>`` sets (or overrides) one notebook's parameters;
-only the notebooks listed there run. Unknown parameters are errors, not silently ignored. Executed notebooks, the run's log,
-go to ``results/<profile>/runs/``; each notebook writes its own tables and figures.
+only the notebooks listed there run. Unknown parameters are errors, not silently ignored.
+
+Executed notebooks (the run's log) go to ``results/<profile>/runs/``. **Resume:** a notebook
+whose results exist from a run with the same *run key* — a hash of the notebook, its
+parameters and the ``dydca_lib`` sources — is skipped, so a re-run after a finished run does
+nothing expensive and a killed run continues where it stopped (the notebooks' own caches of
+models and labels make the interrupted notebook cheaper too). The report notebook re-runs
+whenever another notebook ran. ``--force`` runs everything.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -16,8 +24,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .io import ResultDir
-from .paths import params_file, project_root, results_dir
+from .io import ResultDir, atomic_write_text
+from .paths import PACKAGE_DIR, params_file, project_root, results_dir
 
 
 def notebook_paths() -> list[Path]:
@@ -53,7 +61,20 @@ def notebook_parameters(cfg: dict, notebook: Path) -> dict:
     return {**common, **own}
 
 
-def run(profile: str, only: list[str] | None = None, timeout_s: int = 3 * 3600) -> pd.DataFrame:
+def code_version() -> str:
+    """A hash of the library sources (any change to dydca_lib re-runs every notebook)."""
+    h = hashlib.sha256()
+    for p in sorted(PACKAGE_DIR.glob("*.py")):
+        h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def run_key(notebook: Path, params: dict, code: str) -> str:
+    record = {"notebook": hashlib.sha256(notebook.read_bytes()).hexdigest(), "params": params, "code": code}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run(profile: str, only: list[str] | None = None, force: bool = False, timeout_s: int = 3 * 3600) -> pd.DataFrame:
     import papermill as pm
 
     cfg = load_profile(profile)
@@ -63,29 +84,45 @@ def run(profile: str, only: list[str] | None = None, timeout_s: int = 3 * 3600) 
                 if nb.stem in cfg.get("notebooks", {}) and (not only or any(nb.stem.startswith(o) for o in only))]
     if not selected:
         raise SystemExit(f"profile {profile!r} selects no notebook (only={only})")
-    rows = []
+    timings_file = runs / "timings.json"
+    timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
+    code, anything_ran = code_version(), False
     for nb in selected:
         params = notebook_parameters(cfg, nb)
+        key = run_key(nb, params, code)
+        done = runs / f"{nb.stem}.done.json"
+        reads_results = nb.stem.endswith("_report")  # it gathers the others' files: redo if any changed
+        up_to_date = (done.exists() and json.loads(done.read_text()).get("key") == key
+                      and (results_dir(profile, nb.stem) / "metrics.json").exists())
+        if up_to_date and not force and not (reads_results and anything_ran):
+            print(f"== {nb.name}: up to date (run key {key}), skipped", flush=True)
+            continue
         print(f"== {nb.name}  {params}", flush=True)
+        anything_ran = True
+        done.unlink(missing_ok=True)
         start = time.perf_counter()
         pm.execute_notebook(str(nb), str(runs / nb.name), parameters=params, kernel_name="python3",
                             cwd=str(nb.parent), log_output=True, progress_bar=False,
                             execution_timeout=timeout_s)
-        rows.append({"notebook": nb.stem, "wall_s": round(time.perf_counter() - start, 1)})
-    timings = pd.DataFrame(rows)
-    out = ResultDir(runs.with_name("timings"))
-    out.table(timings, "timings", title=f"notebook wall times, profile {profile}")
+        wall = round(time.perf_counter() - start, 1)
+        timings[nb.stem] = wall
+        atomic_write_text(timings_file, json.dumps(timings, indent=2, sort_keys=True))
+        atomic_write_text(done, json.dumps({"key": key, "wall_s": wall, "params": params}, indent=2, default=str))
+    table = pd.DataFrame({"notebook": list(timings), "wall_s": list(timings.values())}).sort_values("notebook")
+    out = ResultDir(results_dir(profile, "timings"))
+    out.table(table, "timings", title=f"notebook wall time of its last run, profile {profile} (s)")
     out.commit()
-    print(timings.to_string(index=False))
-    return timings
+    print(table.to_string(index=False))
+    return table
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dydca_lib.reproduce", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="smoke", help="smoke, default or full (params/<profile>.yaml)")
     ap.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 01 03")
+    ap.add_argument("--force", action="store_true", help="run notebooks even if their results are up to date")
     args = ap.parse_args(argv)
-    run(args.profile, args.only)
+    run(args.profile, args.only, args.force)
     return 0
 
 

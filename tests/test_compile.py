@@ -18,7 +18,8 @@ from dydca_lib import evaluate as E
 from dydca_lib import patches as P
 from dydca_lib.models import DynamicWDSR, WDSR, fold_weight_norm
 
-from tvm import relax  # noqa: E402  (after dydca_lib.compile, which sets TVM_NUM_THREADS)
+import tvm  # noqa: E402  (after dydca_lib.compile, which sets TVM_NUM_THREADS)
+from tvm import relax  # noqa: E402
 
 TOL = 1e-4
 BOUNDS = {"batch": 4, "h": 16, "w": 16}
@@ -299,9 +300,46 @@ def test_tune_smoke_then_apply_database(symbolic, target, tmp_path, wdsr):
     summary = C.tune(fused, target, tmp_path / "db", trials=2, trials_per_iter=1, progress=False)
     assert summary["workers"] == "in_process" and summary["trials"] == 2 and len(summary["tasks"]) > 0
     assert C.has_database(tmp_path / "db")
+    assert not (tmp_path / "db" / "logs").exists()  # MetaSchedule's logs go elsewhere (summary["logs"])
+    pruned = C.prune_database(tmp_path / "db", tmp_path / "pruned")
+    assert pruned["records_after"] <= pruned["records_before"] and C.has_database(tmp_path / "pruned")
+    coverage = C.database_coverage(fused, target, tmp_path / "pruned")
+    assert coverage.tuned.any() and (coverage.weight >= 1).all()
+    assert not C.database_coverage(fused, target, tmp_path / "none").tuned.any()
     with warnings.catch_warnings():
         warnings.simplefilter("error", C.UntunedWarning)
         program = C.optimize(static, target, database=tmp_path / "db")
     vm = C.load_vm(C.compile_planned(program.planned, target))
     x = np.random.default_rng(2).random((2, 3, 8, 10), dtype=np.float32)
     np.testing.assert_allclose(C.run_vm(vm, "p0_h8_w10_b2", x, params), torch_ref(wdsr, x), rtol=0, atol=TOL)
+
+
+# ---------------------------------------------------------------- the committed tuning database
+
+# notebook 05's smoke (and default-profile) model: cityCC0 x2, paths of 4 and 2 blocks, 32 channels,
+# x2 width; 18x20 and 36x40 LR patches plus 2 px of context; the batch buckets frames use
+SMOKE_SHAPES = [C.StaticShape(p, h, w, b) for p, h, w in ((0, 24, 22), (1, 44, 40)) for b in (4, 8, 16)]
+
+
+def test_committed_database_covers_the_smoke_model():
+    target = C.cpu_target()
+    if not C.has_database(C.tuning_dir(target)):
+        pytest.skip(f"no committed tuning database for this CPU's target {C.target_name(target)} "
+                    "(tuning/ holds one per target; see notebook 05's tune parameter)")
+    torch.manual_seed(0)  # kernels do not depend on the weights (they are inputs), only on shapes and config
+    model = DynamicWDSR(scale=2, paths=[{"n_blocks": 4}, {"n_blocks": 2}], n_feats=32, expansion=2).eval()
+    untuned = C.CompiledDynamicSR(model, SMOKE_SHAPES, target=target)
+    coverage = C.database_coverage(untuned.program.fused, target)
+    assert len(coverage) > 0 and coverage.tuned.all(), coverage[~coverage.tuned]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", C.UntunedWarning)
+        tuned = C.CompiledDynamicSR(model, SMOKE_SHAPES, target=target, tuned=True)
+    assert tuned.tuned
+    # the schedules really replaced the kernels: every fused conv differs from its untuned loop nest
+    convs = [gv for gv, f in untuned.program.fused.functions_items() if gv.name_hint.startswith("fused_conv2d")]
+    assert convs and not any(tvm.ir.structural_equal(untuned.program.fused[gv], tuned.program.fused[gv.name_hint])
+                             for gv in convs)
+    x = np.random.default_rng(0).random((5, 3, 24, 22), dtype=np.float32)  # 4 + 1 padded to 4
+    with torch.no_grad():
+        want = model(torch.from_numpy(x), 0).numpy()
+    np.testing.assert_allclose(tuned.forward(x, 0), want, rtol=0, atol=TOL)

@@ -1,0 +1,98 @@
+"""Gather every notebook's tables and figures into ``results/<profile>/REPORT.md`` (and HTML).
+
+The report only reads result files (never notebook outputs): each notebook folder's Markdown
+tables, PNG figures and ``metrics.json``, plus the run's wall times. Sections follow the
+notebooks; missing notebooks are listed as not run, never filled in.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .io import atomic_write_text
+from .paths import results_dir
+from .published import PAPER_CLAIMS
+
+SECTIONS = {
+    "01_data_chunking": "Data and chunking",
+    "02_patch_clustering": "Content-aware patching",
+    "03_dynamic_training": "One dynamic model",
+    "04_baseline_comparison": "Main table: Dy-DCA vs the baselines",
+    "05_tvm_compile_tune": "Compiler co-design (TVM)",
+    "06_on_device": "On-device latency, memory and switching",
+}
+REPORT_NOTEBOOK = "07_report"
+# the tables worth reading first, per notebook (others are linked)
+KEY_TABLES = {
+    "01_data_chunking": ["chunks"],
+    "02_patch_clustering": ["general_psnr_per_chunk", "stdo_bin_share", "dydca_path_share"],
+    "03_dynamic_training": ["psnr", "psnr_per_path"],
+    "04_baseline_comparison": ["main_table_full_frame", "main_table_patch_level", "dydca_vs_multi_model",
+                               "published_stdo_readme"],
+    "05_tvm_compile_tune": ["variants", "headline"],
+    "06_on_device": ["latency", "memory", "headline"],
+}
+
+
+def _claims_table(profile_dir: Path) -> str:
+    """The paper's systems claims beside what this run measured (where it measured them)."""
+    rows = []
+    for nb, key, claim, label in [("05_tvm_compile_tune", "speedup_static_vs_dynamic", "compiler_speedup", "compiler speedup (x)"),
+                                  ("05_tvm_compile_tune", "memory_ratio_dynamic_vs_static", "compiler_memory_saving",
+                                   "memory saving (x)"),
+                                  ("06_on_device", "fps_dydca_tvm", "fps_on_phone", "Dy-DCA frames per second")]:
+        m = profile_dir / nb / "metrics.json"
+        measured = "not run"
+        if m.exists():
+            headline = json.loads(m.read_text()).get("headline", {})
+            measured = f"{headline[key]:.2f}" if key in headline else "not measured"
+        rows.append(f"| {label} | {PAPER_CLAIMS[claim]} | {measured} |")
+    return ("| claim | paper (phone) | measured here (this CPU) |\n|---|---|---|\n" + "\n".join(rows) + "\n")
+
+
+def build_report(profile: str) -> Path:
+    root = results_dir(profile)
+    lines = [f"# Dy-DCA reproduction — profile `{profile}`", "",
+             "Every number below was computed by this run's notebooks; tables name their protocol. "
+             "Published numbers are shown only beside ours, for orientation.", ""]
+    meta = None
+    for nb in SECTIONS:
+        if (root / nb / "metrics.json").exists():
+            meta = json.loads((root / nb / "metrics.json").read_text())
+            break
+    if meta:
+        lines += ["## Machine and versions", "",
+                  f"- CPU: {meta['machine']['cpu_model']} ({meta['machine']['logical_cpus']} logical CPUs)",
+                  f"- commit: `{meta['git_commit']}`",
+                  "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), ""]
+    lines += ["## Paper claims vs this run", "", _claims_table(root)]
+    for nb, title in SECTIONS.items():
+        d = root / nb
+        lines += [f"## {title} (`{nb}`)", ""]
+        if not (d / "metrics.json").exists():
+            lines += ["*not run in this profile*", ""]
+            continue
+        for t in KEY_TABLES.get(nb, []):
+            if (d / f"{t}.md").exists():
+                lines += [(d / f"{t}.md").read_text().strip(), ""]
+        others = sorted(p.name for p in d.glob("*.md") if p.stem not in KEY_TABLES.get(nb, []))
+        if others:
+            lines += ["Other tables: " + ", ".join(f"[{o}]({nb}/{o})" for o in others), ""]
+        for fig in sorted(d.glob("*.png")):
+            lines += [f"![{fig.stem}]({nb}/{fig.name})", ""]
+    timings = root / "runs" / "timings.json"  # written by `reproduce` after each notebook
+    if timings.exists():
+        walls = json.loads(timings.read_text())
+        lines += ["## Wall time per notebook (last run, seconds)", "", "| notebook | wall_s |", "|---|---|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in sorted(walls.items())] + [f"| total | {sum(walls.values()):.1f} |", ""]
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(root / "REPORT.md", text)
+    import mistune
+
+    html = mistune.html(text)
+    atomic_write_text(root / "REPORT.html", f"<!doctype html><meta charset='utf-8'><title>Dy-DCA {profile}</title>"
+                                           f"<style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}"
+                                           f"table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 6px}}"
+                                           f"img{{max-width:100%}}</style>{html}")
+    return root / "REPORT.md"

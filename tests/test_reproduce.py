@@ -1,0 +1,67 @@
+"""`make reproduce` machinery on a one-notebook project: parameters, resume, report."""
+
+import json
+
+import nbformat
+import pytest
+
+from dydca_lib import reproduce
+
+
+def tiny_project(root):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('profile: str = "t"  # profile\nvalue: int = 1  # a number')
+    params.metadata["tags"] = ["parameters"]
+    body = nbformat.v4.new_code_cell(
+        "from dydca_lib.io import ResultDir\nfrom dydca_lib.paths import results_dir\n"
+        "out = ResultDir(results_dir(profile, '01_tiny'))\nout.json({'value': value}, 'metrics')\nout.commit()")
+    nb.cells = [params, body]
+    (root / "notebooks").mkdir()
+    nbformat.write(nb, root / "notebooks" / "01_tiny.ipynb")
+    (root / "params").mkdir()
+    (root / "params" / "t.yaml").write_text("common: {profile: t}\nnotebooks:\n  01_tiny: {value: 7}\n")
+
+
+def test_reproduce_runs_then_skips_then_reruns_on_change(tmp_root, capsys):
+    tiny_project(tmp_root)
+    reproduce.run("t")
+    metrics = tmp_root / "results" / "t" / "01_tiny" / "metrics.json"
+    assert json.loads(metrics.read_text()) == {"value": 7}
+    assert (tmp_root / "results" / "t" / "runs" / "01_tiny.ipynb").exists()
+    capsys.readouterr()
+    reproduce.run("t")
+    assert "up to date" in capsys.readouterr().out
+    (tmp_root / "params" / "t.yaml").write_text("common: {profile: t}\nnotebooks:\n  01_tiny: {value: 8}\n")
+    reproduce.run("t")
+    assert json.loads(metrics.read_text()) == {"value": 8}
+
+
+def test_unknown_parameters_are_errors(tmp_root):
+    tiny_project(tmp_root)
+    (tmp_root / "params" / "t.yaml").write_text("common: {profile: t}\nnotebooks:\n  01_tiny: {valeu: 8}\n")
+    with pytest.raises(SystemExit, match="valeu"):
+        reproduce.run("t")
+    (tmp_root / "params" / "t.yaml").write_text("common: {profile: t, nonsense: 1}\nnotebooks:\n  01_tiny: {}\n")
+    with pytest.raises(SystemExit, match="nonsense"):
+        reproduce.run("t")
+    with pytest.raises(SystemExit, match="no profile"):
+        reproduce.run("missing")
+
+
+def test_report_gathers_tables_and_says_what_did_not_run(tmp_root):
+    from dydca_lib import report
+    from dydca_lib.io import ResultDir
+    from dydca_lib.paths import results_dir
+    from dydca_lib.runinfo import run_metadata
+    import pandas as pd
+
+    out = ResultDir(results_dir("t", "01_data_chunking"))
+    out.table(pd.DataFrame({"chunk": [0], "frames": [25]}), "chunks")
+    out.json(run_metadata({"profile": "t"}, 0), "metrics")
+    out.commit()
+    text = report.build_report("t").read_text()
+    assert "| chunk | frames |" in text and "| 0 | 25 |" in text
+    assert text.count("*not run in this profile*") == len(report.SECTIONS) - 1
+    assert "| compiler speedup (x) | 1.7 | not run |" in text
+    assert (results_dir("t") / "REPORT.html").read_text().startswith("<!doctype html>")
