@@ -181,7 +181,9 @@ def bench_variants(model: DynamicWDSR, builds: Mapping[str, C.CompiledDynamicSR 
                            n_kernels=int(rep.n_kernels))
             row.update(median_ms=t["median_ms"], std_ms=t["std_ms"], threads=t["threads"])
             rows.append(row)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    ints = ["threads", "mem_unplanned_bytes", "mem_planned_bytes", "n_kernels"]
+    return out.astype({c: "Int64" for c in ints})  # counts stay integers next to missing values
 
 
 def compare_outputs(builds: Mapping[str, C.CompiledDynamicSR], model: DynamicWDSR,
@@ -208,7 +210,7 @@ def frame_psnr(upscalers: Mapping[str, object], frames, manifest: pd.DataFrame, 
     for name, up in upscalers.items():
         _, per_frame, _ = evaluate(up, frames, manifest, frame_ids, context, desc=f"{name}: full-frame")
         rows.append({"upscaler": name, **frame_protocol(per_frame).to_dict()})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).astype({"frames": int})
 
 
 # ---------------------------------------------------------------- per frame and headline
@@ -232,7 +234,7 @@ def per_frame_estimate(table: pd.DataFrame, manifest: pd.DataFrame, context: int
             ms += per.get((r.path, h, w), 0.0) / r.batch * r.median_ms
         rows.append({"variant": variant, "ms_per_frame": np.nan if missing else ms,
                      "fps": np.nan if missing or ms == 0 else 1e3 / ms,
-                     "peak_planned_bytes": g.mem_planned_bytes.max() if g.mem_planned_bytes.notna().all() else np.nan})
+                     "peak_planned_bytes": float(g.mem_planned_bytes.max()) if g.mem_planned_bytes.notna().all() else np.nan})
     return pd.DataFrame(rows)
 
 
@@ -246,7 +248,8 @@ def headline(table: pd.DataFrame, per_frame: pd.DataFrame) -> dict:
     dyn, torch_ = VARIANTS["dynamic"], VARIANTS["torch"]
 
     def ratio(a, b):
-        return float(a / b) if b and np.isfinite(a) and np.isfinite(b) else None
+        a, b = (np.nan if v is None or v is pd.NA else float(v) for v in (a, b))
+        return a / b if b and np.isfinite(a) and np.isfinite(b) else None
 
     per_shape = []
     t = table.set_index(["path", "input_lr", "batch", "variant"])
@@ -287,10 +290,11 @@ def variant_bars(table: pd.DataFrame, title: str = ""):
     for k, v in enumerate(variants):
         g = table[table.variant == v]
         xs = np.arange(len(groups)) + (k - (len(variants) - 1) / 2) * width
-        axes[0].bar(xs, g.median_ms.to_numpy(float), width, yerr=g.std_ms.to_numpy(float), label=v,
+        axes[0].bar(xs, g.median_ms.to_numpy(float, na_value=np.nan), width,
+                    yerr=g.std_ms.to_numpy(float, na_value=np.nan), label=v,
                     color=colors[k % len(colors)], capsize=2)
-        axes[1].bar(xs, g.mem_planned_bytes.to_numpy(float) / 2**20, width, label=v, color=colors[k % len(colors)])
-        for x, ms in zip(xs, g.median_ms.to_numpy(float)):
+        axes[1].bar(xs, g.mem_planned_bytes.to_numpy(float, na_value=np.nan) / 2**20, width, label=v, color=colors[k % len(colors)])
+        for x, ms in zip(xs, g.median_ms.to_numpy(float, na_value=np.nan)):
             if not math.isfinite(ms):
                 axes[0].text(x, axes[0].get_ylim()[0], "missing", rotation=90, ha="center", va="bottom", fontsize=7)
     axes[0].set_yscale("log")

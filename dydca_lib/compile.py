@@ -514,10 +514,49 @@ def tuning_dir(target=None) -> Path:
     return TUNING_ROOT / target_name(target)
 
 
-def has_database(work_dir: str | Path) -> bool:
-    """Whether ``work_dir`` holds a MetaSchedule JSON database with at least one tuning record."""
+DB_FILES = ("database_workload.json", "database_tuning_record.json")
+
+
+def readable_database(work_dir: str | Path) -> Path:
+    """The folder MetaSchedule can read for ``work_dir``.
+
+    The committed databases are gzipped (``*.json.gz``, ~10x smaller in git); they are unpacked
+    once into ``data/tuning/<name>/`` (refreshed when the committed files are newer). A folder
+    with plain JSON files (what :func:`tune` writes) is used as it is.
+    """
+    import gzip
+
+    from .io import atomic_write_bytes
+    from .paths import data_dir
+
     d = Path(work_dir)
-    wl, rec = d / "database_workload.json", d / "database_tuning_record.json"
+    if all((d / f).is_file() for f in DB_FILES) or not all((d / f"{f}.gz").is_file() for f in DB_FILES):
+        return d
+    out = data_dir() / "tuning" / d.name
+    for f in DB_FILES:
+        src, dst = d / f"{f}.gz", out / f
+        if not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime:
+            atomic_write_bytes(dst, gzip.decompress(src.read_bytes()))
+    return out
+
+
+def compress_database(work_dir: str | Path) -> list[Path]:
+    """Gzip a database folder's JSON files in place (``*.json`` -> ``*.json.gz``) for committing."""
+    import gzip
+
+    from .io import atomic_write_bytes
+
+    d, written = Path(work_dir), []
+    for f in DB_FILES:
+        written.append(atomic_write_bytes(d / f"{f}.gz", gzip.compress((d / f).read_bytes(), mtime=0)))
+        (d / f).unlink()
+    return written
+
+
+def has_database(work_dir: str | Path) -> bool:
+    """Whether ``work_dir`` holds a MetaSchedule JSON database (plain or gzipped) with a record."""
+    d = readable_database(work_dir)
+    wl, rec = d / DB_FILES[0], d / DB_FILES[1]
     return wl.is_file() and rec.is_file() and rec.stat().st_size > 0
 
 
@@ -535,7 +574,7 @@ def apply_database(mod: "tvm.IRModule", target=None, work_dir: str | Path | None
                       "kernels (slow); run compile.tune(...) to make one", UntunedWarning, stacklevel=2)
         return mod
     with target, tvm.transform.PassContext(opt_level=3):
-        return relax.transform.MetaScheduleApplyDatabase(str(work_dir))(mod)
+        return relax.transform.MetaScheduleApplyDatabase(str(readable_database(work_dir)))(mod)
 
 
 def database_coverage(fused_mod: "tvm.IRModule", target=None, work_dir: str | Path | None = None) -> pd.DataFrame:
@@ -552,7 +591,8 @@ def database_coverage(fused_mod: "tvm.IRModule", target=None, work_dir: str | Pa
     target = _as_target(target)
     work_dir = Path(work_dir) if work_dir is not None else tuning_dir(target)
     tasks = extract_tasks(fused_mod, target)
-    db = ms.database.JSONDatabase(work_dir=str(work_dir), allow_missing=False) if has_database(work_dir) else None
+    db = (ms.database.JSONDatabase(work_dir=str(readable_database(work_dir)), allow_missing=False)
+          if has_database(work_dir) else None)
     rows = []
     for t in tasks:
         rec = db.query_tuning_record(t.mod, target, t.task_name) if db is not None else None

@@ -18,8 +18,7 @@ from dydca_lib import evaluate as E
 from dydca_lib import patches as P
 from dydca_lib.models import DynamicWDSR, WDSR, fold_weight_norm
 
-import tvm  # noqa: E402  (after dydca_lib.compile, which sets TVM_NUM_THREADS)
-from tvm import relax  # noqa: E402
+from tvm import relax  # noqa: E402  (after dydca_lib.compile, which sets TVM_NUM_THREADS)
 
 TOL = 1e-4
 BOUNDS = {"batch": 4, "h": 16, "w": 16}
@@ -297,10 +296,11 @@ def test_tune_smoke_then_apply_database(symbolic, target, tmp_path, wdsr):
     mod, params = symbolic
     static = C.specialize(mod, [C.StaticShape(0, 8, 10, 2)])
     fused = C.fuse(static, target)
-    summary = C.tune(fused, target, tmp_path / "db", trials=2, trials_per_iter=1, progress=False)
+    summary = C.tune(fused, target, tmp_path / "db", trials=2, trials_per_iter=1, progress=False,
+                     log_dir=tmp_path / "logs")
     assert summary["workers"] == "in_process" and summary["trials"] == 2 and len(summary["tasks"]) > 0
     assert C.has_database(tmp_path / "db")
-    assert not (tmp_path / "db" / "logs").exists()  # MetaSchedule's logs go elsewhere (summary["logs"])
+    assert not (tmp_path / "db" / "logs").exists() and summary["logs"] == str(tmp_path / "logs")
     pruned = C.prune_database(tmp_path / "db", tmp_path / "pruned")
     assert pruned["records_after"] <= pruned["records_before"] and C.has_database(tmp_path / "pruned")
     coverage = C.database_coverage(fused, target, tmp_path / "pruned")
@@ -337,8 +337,8 @@ def test_committed_database_covers_the_smoke_model():
     assert tuned.tuned
     # the schedules really replaced the kernels: every fused conv differs from its untuned loop nest
     convs = [gv for gv, f in untuned.program.fused.functions_items() if gv.name_hint.startswith("fused_conv2d")]
-    assert convs and not any(tvm.ir.structural_equal(untuned.program.fused[gv], tuned.program.fused[gv.name_hint])
-                             for gv in convs)
+    assert convs and all(untuned.program.fused[gv].script() != tuned.program.fused[gv.name_hint].script()
+                         for gv in convs)
     x = np.random.default_rng(0).random((5, 3, 24, 22), dtype=np.float32)  # 4 + 1 padded to 4
     with torch.no_grad():
         want = model(torch.from_numpy(x), 0).numpy()
