@@ -63,5 +63,5 @@ def test_report_gathers_tables_and_says_what_did_not_run(tmp_root):
     text = report.build_report("t").read_text()
     assert "| chunk | frames |" in text and "| 0 | 25 |" in text
     assert text.count("*not run in this profile*") == len(report.SECTIONS) - 1
-    assert "| compiler speedup (x) | 1.7 | not run |" in text
+    assert "planned memory, dynamic vs static build (x) | 1.61 | not run |" in text
     assert (results_dir("t") / "REPORT.html").read_text().startswith("<!doctype html>")
