@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from .evaluate import bicubic_upscaler, model_upscaler
-from .models import WDSR, DynamicWDSR, count_parameters, model_record
+from .models import WDSR, DynamicWDSR, count_parameters
 from .patches import quantile_bins
 from .pipeline import PatchData
 from .train import BucketedPatchSource, FitConfig, train_or_load

@@ -20,10 +20,9 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
