@@ -17,6 +17,7 @@ for export.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
@@ -194,7 +195,7 @@ def to_uint8(t: torch.Tensor):
 
 
 @torch.no_grad()
-def super_resolve(model: nn.Module, lr) -> "numpy.ndarray":
+def super_resolve(model: nn.Module, lr: np.ndarray) -> np.ndarray:
     """Upscale one uint8 RGB LR frame (HWC) with ``model``; returns the uint8 SR frame."""
     model.eval()
     return to_uint8(model(to_tensor(lr)))[0]
