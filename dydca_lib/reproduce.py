@@ -15,6 +15,7 @@ whenever another notebook ran. ``--force`` runs everything.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import sys
@@ -40,20 +41,30 @@ def load_profile(profile: str) -> dict:
     return yaml.safe_load(path.read_text()) or {}
 
 
+@functools.lru_cache(maxsize=None)
+def _inspect(path: str, mtime_ns: int) -> frozenset:
+    import papermill as pm
+
+    return frozenset(pm.inspect_notebook(path))
+
+
+def declared_parameters(notebook: Path) -> frozenset:
+    """The parameter names of a notebook's parameters cell (read once per file version)."""
+    return _inspect(str(notebook), notebook.stat().st_mtime_ns)
+
+
 def notebook_parameters(cfg: dict, notebook: Path) -> dict:
     """The notebook's parameters: the ``common`` ones it declares, then its own section.
 
     A key in the notebook's own section that it does not declare is an error (a typo would
     otherwise be ignored silently); so is a ``common`` key that no notebook declares.
     """
-    import papermill as pm
-
-    declared = pm.inspect_notebook(str(notebook))
+    declared = declared_parameters(notebook)
     own = cfg.get("notebooks", {}).get(notebook.stem) or {}
     unknown = sorted(set(own) - set(declared))
     if unknown:
         raise SystemExit(f"{notebook.name} has no parameter(s) {unknown}; it declares {sorted(declared)}")
-    everywhere = set().union(*(pm.inspect_notebook(str(nb)) for nb in notebook_paths()))
+    everywhere = set().union(*(declared_parameters(nb) for nb in notebook_paths()))
     orphans = sorted(set(cfg.get("common", {})) - everywhere)
     if orphans:
         raise SystemExit(f"common parameter(s) {orphans} are declared by no notebook")
