@@ -110,8 +110,9 @@ def general_model(spec: GeneralSpec, exclude_video, cache_dir: Path | None = Non
     if unknown:
         raise ValueError(f"general model clips {unknown} are not registry clips ({', '.join(CLIPS)})")
     sources = training_sources(spec, exclude_video)
-    key = {"spec": asdict(spec), "sources": [CLIPS[c].sha256 for c in sources],
-           "excluded": video_identity(exclude_video), "code": CODE_VERSION}
+    # keyed by what it trains on (not by the excluded video): clips evaluated side by side share
+    # one general model when none of them is among its training clips
+    key = {"spec": asdict(spec), "sources": [CLIPS[c].sha256 for c in sources], "code": CODE_VERSION}
     sampler = LazySampler(lambda: RandomPatchSampler(training_pairs(spec, exclude_video), spec.scale,
                                                      (spec.patch, spec.patch), batch_size=spec.batch_size,
                                                      seed=spec.seed))

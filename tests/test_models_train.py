@@ -141,6 +141,8 @@ def test_general_model_is_cached_and_excludes_the_evaluated_video(tmp_root):
     assert len(files) == 1 and files[0].endswith(".pt")  # the resume checkpoint is gone
     again, _, info2 = general.general_model(spec, "cityCC0")
     assert info2["cache_file"] == info["cache_file"]
+    _, _, other = general.general_model(spec, "bikes")  # same training content: the same model, not retrained
+    assert other["cache_file"] == info["cache_file"] and other["excluded_video"] == "bikes"
     assert general.training_sources(general.GeneralSpec(clips=("bikes", "cityCC0")), "cityCC0") == ["bikes"]
     lr = np.zeros((10, 12, 3), np.uint8)
     assert super_resolve(again, lr).shape == (20, 24, 3)
