@@ -54,11 +54,20 @@ import pandas as pd
 import torch
 
 
-def _available_cpus() -> int:
+def _affinity_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+# Read once, before TVM runs anything: TVM's thread pool pins the calling thread to one core, so a
+# later sched_getaffinity would say 1 and cpu_target() would name another target (and database).
+_CPUS_AT_IMPORT = _affinity_cpus()
+
+
+def _available_cpus() -> int:
+    return _CPUS_AT_IMPORT
 
 
 if "tvm" not in sys.modules:
@@ -532,7 +541,11 @@ def readable_database(work_dir: str | Path) -> Path:
     d = Path(work_dir)
     if all((d / f).is_file() for f in DB_FILES) or not all((d / f"{f}.gz").is_file() for f in DB_FILES):
         return d
-    out = data_dir() / "tuning" / d.name
+    try:  # tuning/<target>/[attempts/<name>/] -> data/tuning/<same>/; elsewhere by folder name
+        rel = d.resolve().relative_to(TUNING_ROOT.resolve())
+    except ValueError:
+        rel = Path(d.name)
+    out = data_dir() / "tuning" / rel
     for f in DB_FILES:
         src, dst = d / f"{f}.gz", out / f
         if not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime:
@@ -764,7 +777,7 @@ def _in_process_builder_runner():
 def tune(fused_mod: "tvm.IRModule", target=None, work_dir: str | Path | None = None, trials: int = 64,
          trials_per_task: int | None = None, trials_per_iter: int = 16, workers: str = "in_process",
          cost_model: str = "auto", strategy: str = "auto", seed: int = 0, progress: bool = True,
-         log_dir: str | Path | None = None) -> dict:
+         log_dir: str | Path | None = None, only_missing: bool = False) -> dict:
     """MetaSchedule over the distinct kernels of a fused module (:func:`fuse`/:func:`optimize`).
 
     ``trials``: the global budget (measured candidates over all tasks); ``trials_per_task``
@@ -781,7 +794,8 @@ def tune(fused_mod: "tvm.IRModule", target=None, work_dir: str | Path | None = N
     to the JSON database in ``work_dir`` (default :func:`tuning_dir`; appended to if it exists;
     :func:`prune_database` then keeps the best per kernel). MetaSchedule's per-task logs (MBs) go
     to ``log_dir`` (default: a new temporary folder, so a committed database folder stays clean).
-    A tqdm bar counts trials (and failed builds/runs).
+    A tqdm bar counts trials (and failed builds/runs). ``only_missing``: tune only the kernels
+    ``work_dir`` has no record for (what :func:`extend_database` uses for new shapes).
 
     Returns a summary: tasks (name, weight), trials, seconds, work_dir, logs, cost model, workers.
     """
@@ -799,6 +813,11 @@ def tune(fused_mod: "tvm.IRModule", target=None, work_dir: str | Path | None = N
     tasks = extract_tasks(fused_mod, target)
     if not tasks:
         raise CompileError("no kernels to tune in this module (fuse it first)")
+    if only_missing and has_database(work_dir):
+        covered = database_coverage(fused_mod, target, work_dir).tuned.to_numpy()
+        tasks = [t for t, done in zip(tasks, covered) if not done]
+        if not tasks:
+            return {"work_dir": str(work_dir), "target": str(target), "tasks": [], "trials": 0, "seconds": 0.0}
     per_task = trials_per_task or max(1, -(-trials // len(tasks)))
     if cost_model == "auto":
         try:
@@ -837,6 +856,42 @@ def tune(fused_mod: "tvm.IRModule", target=None, work_dir: str | Path | None = N
     return {"work_dir": str(work_dir), "logs": str(log_dir), "target": str(target), "tasks": [(t.task_name, int(t.weight)) for t in tasks],
             "trials": int(trials), "trials_per_task": int(per_task), "seconds": time.perf_counter() - t0,
             "cost_model": cost_model, "strategy": strategy, "workers": workers, "tvm_threads": tvm_threads()}
+
+
+def extend_database(fused_mod: "tvm.IRModule", target=None, work_dir: str | Path | None = None,
+                    trials_per_task: int = 32, trials: int | None = None, only_missing: bool = True,
+                    **tune_kwargs) -> dict:
+    """Tune a fused module's kernels into a committed (gzipped) database and keep it committable.
+
+    The records of ``work_dir`` (default :func:`tuning_dir`) are copied to a scratch folder,
+    :func:`tune` adds up to ``trials_per_task`` trials per kernel there (``trials`` in all, default
+    enough for every kernel; by default only for kernels without a record: new shapes), :func:`prune_database` keeps the best record per kernel, and the
+    result replaces ``work_dir``'s files gzipped (:func:`compress_database`). Returns the tuning
+    summary plus the record counts.
+    """
+    target = _as_target(target)
+    work_dir = Path(work_dir) if work_dir is not None else tuning_dir(target)
+    with tempfile.TemporaryDirectory(prefix="dydca_extend_db_") as tmp:
+        scratch = Path(tmp) / "db"
+        scratch.mkdir()
+        if has_database(work_dir):
+            src = readable_database(work_dir)
+            for f in DB_FILES:
+                shutil.copyfile(src / f, scratch / f)
+        budget = trials or max(1, trials_per_task * len(extract_tasks(fused_mod, target)))
+        summary = tune(fused_mod, target, work_dir=scratch, trials=budget,
+                       trials_per_task=trials_per_task, only_missing=only_missing, **tune_kwargs)
+        if not summary["tasks"]:
+            return {**summary, "work_dir": str(work_dir)}
+        summary["pruned"] = prune_database(scratch)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        compress_database(scratch)
+        for f in DB_FILES:
+            shutil.copyfile(scratch / f"{f}.gz", work_dir / f".{f}.gz.tmp")
+            os.replace(work_dir / f".{f}.gz.tmp", work_dir / f"{f}.gz")
+            (work_dir / f).unlink(missing_ok=True)  # a plain copy would shadow the new gzipped records
+    readable_database(work_dir)  # unpack the new records now
+    return {**summary, "work_dir": str(work_dir)}
 
 
 # ---------------------------------------------------------------- runtime wrapper
@@ -1057,6 +1112,6 @@ __all__ = [
     "has_avx512", "cpu_target", "target_name", "export_path", "symbolic_dims", "compile_dynamic", "load_vm",
     "run_vm", "function_name", "batch_buckets", "split_batch", "static_shapes", "specialize", "legalize", "fuse",
     "plan_memory", "compile_planned", "kernel_calls", "memory_estimate", "optimize", "tuning_dir", "has_database",
-    "apply_database", "database_coverage", "prune_database", "extract_tasks", "tune", "tvm_threads", "cpu_model",
+    "apply_database", "database_coverage", "prune_database", "extract_tasks", "tune", "extend_database", "tvm_threads", "cpu_model",
     "runtime_info", "time_vm", "time_torch", "clear_in_process_modules",
 ]
