@@ -292,15 +292,16 @@ def unit_params(wdsr) -> list[np.ndarray]:
 
 
 def _tvm_library(units: dict, plans: dict, scale: int, context: int, max_batch: int, tuned: bool,
-                 cache_dir: Path, target=None) -> tuple[Path, dict]:
+                 cache_dir: Path, target=None, tune_trials_per_task: int = 0) -> tuple[Path, dict]:
     """Compile (or reuse from ``cache_dir``) the static TVM library for these units' architectures
     and the patch shapes of ``plans``; returns the ``.so`` and its description (architectures,
     buckets, tuning coverage). The cache key is everything that determines the code: architectures,
-    shapes, target, TVM version, tuning database; never the weights (they are function inputs)."""
+    shapes, target, TVM version, tuning database; never the weights (they are function inputs).
+    ``tune_trials_per_task`` > 0 (with ``tuned``): first tune the kernels the committed database
+    lacks (:func:`dydca_lib.compile.extend_database`, which rewrites ``tuning/<target>/``)."""
     import pandas as pd
 
     from . import compile as C
-    from .models import DynamicWDSR
 
     target = target or C.cpu_target()
     archs, arch_of = [], {}
@@ -312,6 +313,10 @@ def _tvm_library(units: dict, plans: dict, scale: int, context: int, max_batch: 
     rows = [pd.DataFrame({"frame": f, "h": p.h, "w": p.w, "path": [arch_of[int(u)] for u in p.path]})
             for f, p in plans.items()]
     shapes = C.static_shapes(pd.concat(rows, ignore_index=True), context, max_batch)
+    first = {a: next(u for u in sorted(units) if arch_of[u] == a) for a in range(len(archs))}
+    if tuned and tune_trials_per_task > 0:
+        fused = C.fuse(_static_module(units, first, shapes, scale, C), target)
+        C.extend_database(fused, target, trials_per_task=tune_trials_per_task)
     db = C.tuning_dir(target)  # plain or gzipped JSON files; no database = untuned kernels
     db_hash = (_file_digest(sorted(db.glob("database_*.json*"))) if C.has_database(db) else "no-database") if tuned else "untuned"
     import tvm
@@ -325,15 +330,7 @@ def _tvm_library(units: dict, plans: dict, scale: int, context: int, max_batch: 
         meta = json.loads(meta_file.read_text())
         meta["cached"] = True
     else:
-        first = {a: next(u for u in sorted(units) if arch_of[u] == a) for a in range(len(archs))}
-        cfgs = [dict(units[first[a]].config) for a in range(len(archs))]
-        shared = {k: cfgs[0][k] for k in ("n_feats", "expansion")}
-        paths = [{k: v for k, v in c.items() if k not in ("scale", "use_weight_norm", "n_feats", "expansion")} for c in cfgs]
-        if any(c["n_feats"] != shared["n_feats"] or c["expansion"] != shared["expansion"] for c in cfgs):
-            raise ValueError("units of different widths cannot share one TVM build here")
-        dyn = DynamicWDSR(scale=scale, paths=paths, **shared).eval()
-        for a, u in first.items():  # the real weights, to check the parameter order below
-            dyn.paths[a].load_state_dict(_weight_norm_state(units[u], dyn.paths[a]))
+        dyn = _architectures(units, first, scale)
         t0 = time.perf_counter()
         build = C.CompiledDynamicSR(dyn, shapes, target=target, tuned=tuned)
         seconds = time.perf_counter() - t0
@@ -344,11 +341,7 @@ def _tvm_library(units: dict, plans: dict, scale: int, context: int, max_batch: 
                 raise RuntimeError("TVM parameter order differs from the state-dict order; update unit_params")
         coverage = None
         if build.tuned:  # coverage is read on the untuned fused module (tuned kernels no longer match)
-            static = tvm.IRModule({})
-            for a, mod in build.modules.items():
-                for gv, f in C.specialize(mod, [s for s in shapes if s.path == a]).functions_items():
-                    static[gv] = f
-            coverage = C.database_coverage(C.fuse(static, target), target)
+            coverage = C.database_coverage(C.fuse(_specialized(build.modules, shapes, C), target), target)
         tmp = so.with_name(f".{so.name}.{os.getpid()}.tmp.so")
         build.executable.export_library(str(tmp))
         os.replace(tmp, so)
@@ -363,6 +356,43 @@ def _tvm_library(units: dict, plans: dict, scale: int, context: int, max_batch: 
     return so, meta
 
 
+def _architectures(units: dict, first: dict, scale: int):
+    """One DynamicWDSR whose path ``a`` has the architecture (and weights) of unit ``first[a]``."""
+    from .models import DynamicWDSR
+
+    cfgs = [dict(units[first[a]].config) for a in range(len(first))]
+    shared = {k: cfgs[0][k] for k in ("n_feats", "expansion")}
+    paths = [{k: v for k, v in c.items() if k not in ("scale", "use_weight_norm", "n_feats", "expansion")} for c in cfgs]
+    if any(c["n_feats"] != shared["n_feats"] or c["expansion"] != shared["expansion"] for c in cfgs):
+        raise ValueError("units of different widths cannot share one TVM build here")
+    dyn = DynamicWDSR(scale=scale, paths=paths, **shared).eval()
+    for a, u in first.items():  # the real weights, to check the parameter order of the build
+        dyn.paths[a].load_state_dict(_weight_norm_state(units[u], dyn.paths[a]))
+    return dyn
+
+
+def _specialized(modules: dict, shapes, C):
+    """All static functions of ``shapes`` from each path's symbolic module, in one IRModule."""
+    import tvm
+
+    static = tvm.IRModule({})
+    for a, mod in modules.items():
+        for gv, f in C.specialize(mod, [s for s in shapes if s.path == a]).functions_items():
+            static[gv] = f
+    return static
+
+
+def _static_module(units: dict, first: dict, shapes, scale: int, C):
+    """The unfused static module a :class:`CompiledDynamicSR` of these shapes compiles (for tuning)."""
+    dyn, modules = _architectures(units, first, scale), {}
+    for a in sorted({s.path for s in shapes}):
+        mine = [s for s in shapes if s.path == a]
+        bounds = {"batch": (1, max(2, max(s.batch for s in mine))), "h": (2, max(s.h for s in mine)),
+                  "w": (2, max(s.w for s in mine))}
+        modules[a], _ = C.export_path(dyn.paths[a], (mine[0].h, mine[0].w), mine[0].batch, True, bounds)
+    return _specialized(modules, shapes, C)
+
+
 def _weight_norm_state(src, dst) -> dict:
     """``src``'s state for ``dst`` (both WDSR; weight norm on either side folded as needed)."""
     from .models import fold_weight_norm
@@ -374,7 +404,7 @@ def _weight_norm_state(src, dst) -> dict:
 
 def export_bundle(units: dict, runtime: str, out_dir: Path, *, scale: int, context: int, plans: dict | None = None,
                   dynamic=None, routing: dict | None = None, max_batch: int = 16, tuned: bool = True,
-                  cache_dir: Path | None = None, target=None) -> dict:
+                  cache_dir: Path | None = None, target=None, tune_trials_per_task: int = 0) -> dict:
     """Write what a client of ``runtime`` receives for these units into ``out_dir``; returns the
     bundle description (JSON-able, absolute paths) that :func:`make_engine` loads.
 
@@ -382,8 +412,8 @@ def export_bundle(units: dict, runtime: str, out_dir: Path, *, scale: int, conte
     ``dynamic`` (Dy-DCA), the whole dynamic model in one file, routing by patch size (``routing``:
     ``{(h, w): path}`` of the frames it will see). ``torch_batched``: each unit folded, ``.pt``.
     ``onnxruntime``: one ``.onnx`` per unit. ``tvm``: one compiled library for the units'
-    architectures and the patch shapes of ``plans`` (cached in ``cache_dir``) + one ``.npz`` of
-    weights per unit.
+    architectures and the patch shapes of ``plans`` (cached in ``cache_dir``; kernels the committed
+    database lacks are tuned first when ``tune_trials_per_task`` > 0) + one ``.npz`` of weights per unit.
     """
     from .models import build_model, fold_weight_norm, model_record
 
@@ -406,7 +436,7 @@ def export_bundle(units: dict, runtime: str, out_dir: Path, *, scale: int, conte
         return bundle
     if runtime == "tvm":
         so, meta = _tvm_library(units, plans or {}, scale, context, max_batch, tuned,
-                                Path(cache_dir) if cache_dir else _default_cache(), target)
+                                Path(cache_dir) if cache_dir else _default_cache(), target, tune_trials_per_task)
         lib = out_dir / "model.so"
         shutil.copyfile(so, lib)
         bundle["tvm"] = {**meta, "lib": str(lib), "lib_bytes": lib.stat().st_size}
@@ -886,9 +916,10 @@ class Config:
 
 
 def build_configs(methods: dict, workloads: dict, runtimes, hd_runtimes, clip_resolution: str, folder: Path, *,
-                  scale: int, max_batch: int = 16, tuned: bool = True) -> list[Config]:
+                  scale: int, max_batch: int = 16, tuned: bool = True, tune_trials_per_task: int = 0) -> list[Config]:
     """Export a bundle for every (method, workload, runtime): every runtime at the clip's size,
-    ``hd_runtimes`` (among ``runtimes``) at the other sizes. ``workloads``: ``{(key, resolution): Workload}``."""
+    ``hd_runtimes`` (among ``runtimes``) at the other sizes. ``workloads``: ``{(key, resolution): Workload}``.
+    ``tune_trials_per_task`` > 0 tunes the TVM kernels the committed database lacks (see :func:`export_bundle`)."""
     out = []
     for (key, res), wl in workloads.items():
         m = methods[key]
@@ -898,7 +929,7 @@ def build_configs(methods: dict, workloads: dict, runtimes, hd_runtimes, clip_re
                 continue
             b = export_bundle(units, rt, Path(folder) / f"{key}-{len(out):02d}-{rt}", scale=scale, context=m.context,
                               plans=wl.plans, dynamic=dyn, routing=size_routing(wl) if dyn is not None else None,
-                              max_batch=max_batch, tuned=tuned)
+                              max_batch=max_batch, tuned=tuned, tune_trials_per_task=tune_trials_per_task)
             out.append(Config(key, m.name, rt, res, b, wl, units, switches(units, wl), m.context))
     return out
 
