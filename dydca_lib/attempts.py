@@ -46,6 +46,7 @@ class Attempt:
     prepack: bool = False
     mcpu: str | None = "auto"
     seed_committed: bool = False  # tune_attempt starts from the committed records (more trials on top)
+    trials_scale: float = 1.0  # tune_attempt spends this many times the trials per kernel it is given
 
 
 ATTEMPTS: dict[str, Attempt] = {a.name: a for a in (
@@ -53,8 +54,8 @@ ATTEMPTS: dict[str, Attempt] = {a.name: a for a in (
     Attempt("untuned", "untuned, -mcpu of this CPU", database=None),
     Attempt("committed_1_thread", "committed database, TVM's default thread count here (1)", threads=1),
     Attempt("committed", "committed database (the default build of notebooks 05/06)"),
-    Attempt("more_trials", "committed records + more trials on these kernels", database="more_trials",
-            seed_committed=True),
+    Attempt("more_trials", "committed records + 3x the trials per kernel on top", database="more_trials",
+            seed_committed=True, trials_scale=3.0),
     Attempt("nhwc", "conv2d in NHWC/OHWI (ConvertLayout), tuned on its own", database="nhwc", layout="NHWC"),
     Attempt("prepack", "cpu_weight_prepack: layout-free weights, tuned on its own", database="prepack", prepack=True),
 )}
@@ -155,6 +156,7 @@ def tune_attempt(att: Attempt, wdsr, shape, trials_per_task: int = 64, **tune_kw
         for f in C.DB_FILES:
             shutil.copyfile(C.tuning_dir(target) / f"{f}.gz", work / f"{f}.gz")
     mod, _ = lowered(att, wdsr, shape, target)
+    trials_per_task = max(1, round(trials_per_task * att.trials_scale))
     t0 = time.perf_counter()
     summary = C.extend_database(mod, target, work_dir=work, trials_per_task=trials_per_task,
                                 only_missing=False, **tune_kwargs)
@@ -261,6 +263,36 @@ def run_attempts(names, wdsr, shape, threads: int, number: int = 3, repeat: int 
     return pd.DataFrame(rows)
 
 
+def attempt_bars(table, title: str = ""):
+    """TVM's speed relative to ONNX Runtime and to PyTorch eager per attempt (1 = as fast; right of
+    the line = TVM faster); attempts that failed are labelled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(table.attempt)
+    ys = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.4))
+    for k, (col, label) in enumerate((("tvm_vs_ort", "vs ONNX Runtime"), ("tvm_vs_eager", "vs PyTorch eager"))):
+        vals = table[col].to_numpy(float, na_value=np.nan) if col in table else np.full(len(names), np.nan)
+        ax.barh(ys + (k - 0.5) * 0.38, vals, 0.38, label=label)
+    for y, row in zip(ys, table.itertuples()):
+        if isinstance(getattr(row, "error", None), str):
+            ax.text(0.02, y, "failed: " + row.error[:60], va="center", fontsize=7)
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yticks(ys, names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("TVM speed relative to the peer (log; > 1: TVM faster)")
+    ax.legend(fontsize=7)
+    ax.grid(axis="x", alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def main(argv=None) -> int:
     from .compile import StaticShape
 
@@ -275,4 +307,4 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 __all__ = ["Attempt", "ATTEMPTS", "attempt_dir", "lowered", "database_for", "build", "tune_attempt", "measure",
-           "run_attempts"]
+           "run_attempts", "attempt_bars"]

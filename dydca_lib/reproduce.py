@@ -127,12 +127,53 @@ def run(profile: str, only: list[str] | None = None, force: bool = False, timeou
     return table
 
 
+# columns that measure time, speed or memory of this run (they differ between runs by nature)
+MEASURED = ("_ms", "ms_", "fps", "seconds", "wall_s", "process_s", "build_s", "gflops", "share_of_sgemm", "rss_",
+            "_mib", "tvm_cached", "startup", "threads")
+MEASURED_TABLES = ("headline", "timings")  # tables of measured ratios/times only
+
+
+def compare_results(a: Path, b: Path) -> pd.DataFrame:
+    """Every table (``*.csv``, ``*.csv.gz``) under results folder ``a`` against the same file under
+    ``b``: ``identical`` (same columns, same values, NaN equal to NaN), the differing columns, and
+    whether they all measure time, speed or memory (:data:`MEASURED`), which no two runs share."""
+    rows = []
+    files = sorted(f for f in Path(a).rglob("*.csv*") if "runs" not in f.relative_to(a).parts[:1]
+                   and f.name.endswith((".csv", ".csv.gz")))
+    for fa in files:
+        rel = fa.relative_to(a)
+        fb = Path(b) / rel
+        if not fb.exists():
+            rows.append({"table": str(rel), "identical": False, "differing_columns": "(missing in b)",
+                         "only_measurements": False})
+            continue
+        da, db = pd.read_csv(fa), pd.read_csv(fb)
+        if list(da.columns) != list(db.columns) or len(da) != len(db):
+            cols = ["(shape or columns)"]
+        else:
+            cols = [c for c in da.columns if not da[c].equals(db[c])]
+        rows.append({"table": str(rel), "identical": not cols, "differing_columns": " ".join(cols),
+                     "only_measurements": bool(cols) and (rel.name.split(".")[0] in MEASURED_TABLES or all(
+                         any(h in c.lower() for h in MEASURED) for c in cols))})
+    return pd.DataFrame(rows, columns=["table", "identical", "differing_columns", "only_measurements"])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dydca_lib.reproduce", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="smoke", help="smoke, default or full (params/<profile>.yaml)")
     ap.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 01 03")
     ap.add_argument("--force", action="store_true", help="run notebooks even if their results are up to date")
+    ap.add_argument("--compare", metavar="DIR", help="compare the tables of results/<profile>/ with those under DIR "
+                    "(e.g. a copy of an earlier run) instead of running; exit 1 if any non-measurement column differs")
     args = ap.parse_args(argv)
+    if args.compare:
+        table = compare_results(results_dir(args.profile), Path(args.compare))
+        with pd.option_context("display.width", 200, "display.max_colwidth", 80, "display.max_rows", 500):
+            print(table.to_string(index=False))
+        same = int(table.identical.sum())
+        print(f"{same}/{len(table)} tables identical; {int(table.only_measurements.sum())} differ only in "
+              "measured time/speed/memory columns")
+        return 0 if (table.identical | table.only_measurements).all() else 1
     run(args.profile, args.only, args.force)
     return 0
 

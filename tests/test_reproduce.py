@@ -65,3 +65,25 @@ def test_report_gathers_tables_and_says_what_did_not_run(tmp_root):
     assert text.count("*not run in this profile*") == len(report.SECTIONS) - 1
     assert "planned memory, dynamic vs static build (x) | 1.61 | not run |" in text
     assert (results_dir("t") / "REPORT.html").read_text().startswith("<!doctype html>")
+
+
+def test_compare_results_separates_measurements_from_results(tmp_path):
+    import pandas as pd
+
+    from dydca_lib.reproduce import compare_results
+
+    a, b = tmp_path / "a" / "04", tmp_path / "b" / "04"
+    a.mkdir(parents=True), b.mkdir(parents=True)
+    pd.DataFrame({"method": ["x"], "psnr": [30.0], "median_ms": [1.0]}).to_csv(a / "t.csv", index=False)
+    pd.DataFrame({"method": ["x"], "psnr": [30.0], "median_ms": [2.0]}).to_csv(b / "t.csv", index=False)
+    pd.DataFrame({"psnr": [float("nan")]}).to_csv(a / "same.csv", index=False)
+    pd.DataFrame({"psnr": [float("nan")]}).to_csv(b / "same.csv", index=False)
+    pd.DataFrame({"psnr": [1.0]}).to_csv(a / "changed.csv", index=False)
+    pd.DataFrame({"psnr": [1.5]}).to_csv(b / "changed.csv", index=False)
+    pd.DataFrame({"psnr": [1.0]}).to_csv(a / "gone.csv", index=False)
+    table = compare_results(tmp_path / "a", tmp_path / "b").set_index("table")
+    assert table.loc["04/same.csv", "identical"]
+    assert not table.loc["04/t.csv", "identical"] and table.loc["04/t.csv", "only_measurements"]
+    assert table.loc["04/t.csv", "differing_columns"] == "median_ms"
+    assert not table.loc["04/changed.csv", "identical"] and not table.loc["04/changed.csv", "only_measurements"]
+    assert table.loc["04/gone.csv", "differing_columns"] == "(missing in b)"
