@@ -11,6 +11,9 @@ per video (:func:`method_units`). Runtimes (:data:`RUNTIMES`):
 * ``torch_batched`` — PyTorch eager, weight norm folded, one call per (patch shape, path);
 * ``onnxruntime`` — each unit exported with ``torch.onnx.export`` (dynamic batch/H/W), one
   ``InferenceSession`` per unit, ``threads`` intra-op threads, one call per (shape, path);
+* ``torch_ref_cuda`` / ``torch_batched_cuda`` — the same two on a CUDA GPU when one is present:
+  the same bundle files, models moved to the GPU at load; frames and SR frames stay in host memory,
+  so every call's copies to and from the GPU are part of the frame's latency;
 * ``tvm`` — the static build of :class:`dydca_lib.compile.CompiledDynamicSR` (one static, fused,
   memory-planned function per (architecture, patch shape, batch bucket); ``tuned=True`` applies
   the committed database under ``tuning/`` and warns without one), exported as a shared library
@@ -51,7 +54,10 @@ RUNTIMES = {
     "torch_batched": "PyTorch eager, batched by shape",
     "onnxruntime": "ONNX Runtime",
     "tvm": "TVM static (tuned)",
+    "torch_ref_cuda": "PyTorch eager on CUDA, reference (1 patch per call)",
+    "torch_batched_cuda": "PyTorch eager on CUDA, batched by shape",
 }
+CUDA_RUNTIMES = ("torch_ref_cuda", "torch_batched_cuda")  # need a GPU; frames stay in host memory, copies are timed
 PAPER = {"speedup": 1.7, "memory_saving": 1.61, "fps_1080p_phone": 33.0}
 
 
@@ -422,6 +428,10 @@ def export_bundle(units: dict, runtime: str, out_dir: Path, *, scale: int, conte
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     bundle = {"runtime": runtime, "scale": int(scale), "context": int(context), "units": {}, "dir": str(out_dir)}
+    if runtime in CUDA_RUNTIMES:  # the CPU bundle, run on the GPU
+        bundle = export_bundle(units, runtime.removesuffix("_cuda"), out_dir, scale=scale, context=context,
+                               plans=plans, dynamic=dynamic, routing=routing, max_batch=max_batch)
+        return {**bundle, "runtime": runtime, "device": "cuda"}
     if runtime == "torch_ref" and dynamic is not None:
         rec = model_record(dynamic)
         if routing is not None:
@@ -532,6 +542,9 @@ class TorchEngine(Engine):
         super().__init__(bundle, threads)
         torch.set_num_threads(self.threads)
         self.torch = torch
+        self.device = torch.device(bundle.get("device", "cpu"))
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"runtime {bundle['runtime']} needs a CUDA GPU; torch sees none")
         self.dynamic = None
         self.routes_by_size = "dynamic" in bundle
 
@@ -541,7 +554,10 @@ class TorchEngine(Engine):
         stored = self.torch.load(f, map_location="cpu", weights_only=False)
         m = build_model(stored["record"])
         m.load_state_dict(stored["state"])
-        return m.eval()
+        m = m.eval().to(self.device)
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()  # a switch is done when the weights are on the GPU
+        return m
 
     def _load(self, unit):
         if self.routes_by_size:  # the one dynamic model serves every path
@@ -563,8 +579,8 @@ class TorchEngine(Engine):
 
         m = self.models[int(unit)]
         with self.torch.no_grad():
-            t = to_tensor(np.ascontiguousarray(x))
-            return to_uint8(m(t, int(unit)) if self.routes_by_size else m(t))
+            t = to_tensor(np.ascontiguousarray(x)).to(self.device)
+            return to_uint8(m(t, int(unit)) if self.routes_by_size else m(t))  # .cpu() waits for the GPU
 
 
 class OrtEngine(Engine):
@@ -632,7 +648,8 @@ class TvmEngine(Engine):
         return out
 
 
-ENGINES = {"torch_ref": TorchEngine, "torch_batched": TorchEngine, "onnxruntime": OrtEngine, "tvm": TvmEngine}
+ENGINES = {"torch_ref": TorchEngine, "torch_batched": TorchEngine, "onnxruntime": OrtEngine, "tvm": TvmEngine,
+           "torch_ref_cuda": TorchEngine, "torch_batched_cuda": TorchEngine}
 
 
 def make_engine(bundle: dict, threads: int) -> Engine:
@@ -782,7 +799,7 @@ class Client:
     def __init__(self, bundle: dict, workload: Workload, threads: int, switching: bool = False,
                  one_at_a_time: bool = False):
         self.workload, self.switching = workload, switching
-        self.one_at_a_time = one_at_a_time or bundle["runtime"] == "torch_ref"
+        self.one_at_a_time = one_at_a_time or bundle["runtime"] in ("torch_ref", "torch_ref_cuda")
         t0 = time.perf_counter()
         self.engine = make_engine(bundle, threads)
         self.scale, self.context = int(bundle["scale"]), int(bundle["context"])
@@ -1161,8 +1178,8 @@ def _child_main(spec_file: str) -> None:
     rss = {"rss_start_bytes": _rss_bytes()}
     import importlib
 
-    importlib.import_module({"torch_ref": "torch", "torch_batched": "torch", "onnxruntime": "onnxruntime",
-                             "tvm": "tvm"}[spec["bundle"]["runtime"]])
+    runtime = spec["bundle"]["runtime"]
+    importlib.import_module("torch" if runtime.startswith("torch") else runtime)
     rss["rss_runtime_bytes"] = _rss_bytes()
     workload = Workload.load(spec["workload"])
     client = Client(spec["bundle"], workload, spec["threads"], spec["switching"])

@@ -21,7 +21,10 @@ SECTIONS = {
     "04_baseline_comparison": "Main table: Dy-DCA vs the baselines",
     "05_tvm_compile_tune": "Compiler co-design (TVM)",
     "06_on_device": "On-device latency, memory and switching",
+    "06_on_device_gpu": "The same client pipeline on a CUDA GPU (PyTorch)",
 }
+NOT_RUN = {"06_on_device_gpu": "*not run: needs a CUDA GPU and this profile's cached models "
+                               "(`python -m dydca_lib.gpu --profile <profile>` on a GPU machine)*"}
 REPORT_NOTEBOOK = "07_report"
 # the tables worth reading first, per notebook (others are linked)
 KEY_TABLES = {
@@ -30,8 +33,9 @@ KEY_TABLES = {
     "03_dynamic_training": ["psnr", "psnr_per_path"],
     "04_baseline_comparison": ["main_table_full_frame", "main_table_patch_level", "dydca_vs_multi_model",
                                "published_stdo_readme"],
-    "05_tvm_compile_tune": ["variants", "headline"],
+    "05_tvm_compile_tune": ["variants", "headline", "attempts"],
     "06_on_device": ["latency", "memory", "headline"],
+    "06_on_device_gpu": ["latency"],
 }
 
 
@@ -80,7 +84,7 @@ def build_report(profile: str) -> Path:
         d = root / nb
         lines += [f"## {title} (`{nb}`)", ""]
         if not (d / "metrics.json").exists():
-            lines += ["*not run in this profile*", ""]
+            lines += [NOT_RUN.get(nb, "*not run in this profile*"), ""]
             continue
         for t in KEY_TABLES.get(nb, []):
             if (d / f"{t}.md").exists():

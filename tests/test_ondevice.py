@@ -83,6 +83,8 @@ def test_onnx_export_matches_pytorch(tmp_path):
 
 @pytest.mark.parametrize("runtime", list(O.RUNTIMES))
 def test_full_frame_pipeline_matches_evaluate(setup, runtime, tmp_path):
+    if runtime in O.CUDA_RUNTIMES and not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU here")
     model, manifest, lr, wl = setup
     want = reference_frame(model, lr, manifest)
     units = {p: m for p, m in enumerate(model.paths)}
@@ -93,12 +95,31 @@ def test_full_frame_pipeline_matches_evaluate(setup, runtime, tmp_path):
     assert sr.shape == want.shape == (28, 36, 3) and sr.dtype == np.uint8
     assert switch_ms == 0 and compute_ms > 0
     diff = np.abs(sr.astype(int) - want.astype(int))
-    if runtime.startswith("torch"):
+    if runtime in ("torch_ref", "torch_batched"):
         assert diff.max() == 0  # same arithmetic as the evaluation path
     else:  # float noise (~1e-6) may flip a rounding to the next 8-bit level
         assert diff.max() <= 1 and (diff > 0).mean() < 0.01
     rows = client.run(passes=1, warmup=1)
     assert len(rows) == 1 and rows[0]["total_ms"] > 0
+
+
+def test_cuda_runtime_without_a_gpu_is_a_clear_error(setup, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    model, manifest, lr, wl = setup
+    bundle = O.export_bundle({p: m for p, m in enumerate(model.paths)}, "torch_batched_cuda", tmp_path, scale=SCALE,
+                             context=CONTEXT, plans=wl.plans)
+    assert bundle["runtime"] == "torch_batched_cuda" and bundle["device"] == "cuda"
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+        O.Client(bundle, wl, threads=1)
+
+
+def test_gpu_companion_reads_notebook_06_parameters_of_a_profile():
+    from dydca_lib import gpu
+
+    smoke, default = gpu.notebook06_parameters("smoke"), gpu.notebook06_parameters("default")
+    assert smoke["max_frames"] == 50 and smoke["bench_frames"] == 2  # the notebook's own defaults
+    assert default["max_frames"] == 40 and default["video"] == "cityCC0" and default["bench_frames"] == 6
 
 
 def test_reference_routes_by_size_one_patch_at_a_time(setup, tmp_path):

@@ -62,7 +62,8 @@ def test_report_gathers_tables_and_says_what_did_not_run(tmp_root):
     out.commit()
     text = report.build_report("t").read_text()
     assert "| chunk | frames |" in text and "| 0 | 25 |" in text
-    assert text.count("*not run in this profile*") == len(report.SECTIONS) - 1
+    assert text.count("*not run in this profile*") == len(report.SECTIONS) - 1 - len(report.NOT_RUN)
+    assert "*not run: needs a CUDA GPU" in text
     assert "planned memory, dynamic vs static build (x) | 1.61 | not run |" in text
     assert (results_dir("t") / "REPORT.html").read_text().startswith("<!doctype html>")
 

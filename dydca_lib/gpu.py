@@ -1,0 +1,134 @@
+"""Notebook 06's full-frame pipeline on a CUDA GPU, when one is present: the same methods, frames,
+bundles and client code (:mod:`dydca_lib.ondevice`), PyTorch runtimes only (ONNX Runtime's and
+TVM's wheels here are CPU builds).
+
+``python -m dydca_lib.gpu --profile default`` reads notebook 06's parameters of the profile,
+loads the trained models from the cache (it never trains: a missing model is an error, so a GPU
+machine without the cache fails fast instead of training on the wrong device), and times each
+method on ``torch_ref_cuda`` / ``torch_batched_cuda`` — and on the CPU runtimes of the same
+machine, as this run's own baseline — at the clip size and at ``lr_heights``. Results go to
+``results/<profile>/06_on_device_gpu/`` (latency table, outputs checked against the CPU
+evaluation path, metrics.json with the GPU's name), which the report shows beside notebook 06.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import ondevice as O
+
+
+def gpu_info() -> dict:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"gpu": None}
+    p = torch.cuda.get_device_properties(0)
+    return {"gpu": p.name, "gpu_memory_gib": round(p.total_memory / 2**30, 1), "cuda": torch.version.cuda,
+            "torch": torch.__version__}
+
+
+def _refuse_training() -> None:
+    """Make ``method.prepare`` fail instead of training when a model is not in the cache."""
+    from . import train
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("dydca_lib.gpu only loads cached models: run notebook 04/06 of this profile "
+                           "on the CPU machine first and bring data/ along")
+
+    train.fit = refuse
+
+
+def run(profile: str, out_dir: Path | None = None, runtimes=("torch_ref", "torch_batched", "torch_ref_cuda",
+        "torch_batched_cuda"), passes: int = 2, warmup: int = 2) -> Path:
+    import torch
+
+    from . import pipeline
+    from .io import ResultDir
+    from .paths import results_dir
+    from .runinfo import run_metadata, seed_everything
+
+    p = notebook06_parameters(profile)
+    if not torch.cuda.is_available():
+        runtimes = [r for r in runtimes if r not in O.CUDA_RUNTIMES]
+    seed_everything(p["seed"])
+    threads = int(p["threads"])
+    torch.set_num_threads(threads)
+    _refuse_training()
+    data = pipeline.patch_data(**{k: p[k] for k in pipeline.PATCH_PARAMS})
+    suite = O.make_methods(p["methods"], stdo_k=p["stdo_k"], model_blocks=p["model_blocks"], path_blocks=p["path_blocks"],
+                           n_feats=p["model_feats"], expansion=p["model_expansion"], epochs=p["epochs"],
+                           batch_size=p["batch_size"], context=p["context"], lr=p["learning_rate"], seed=p["seed"])
+    for m in suite.values():
+        m.prepare(data, {})
+    frame_ids = np.unique(np.linspace(0, len(data.frames) - 1, p["bench_frames"]).round().astype(int))
+    clip_res = O.clip_label(data.frames.lr_hw)
+    workloads = {(k, wl.name): wl for k, m in suite.items()
+                 for wl in O.method_workloads(m, data, frame_ids, p["lr_heights"] if k in p["hd_methods"] else [],
+                                              p["patch_size"], p["grid_rows"], p["grid_cols"], p["lr_kernel"])}
+    with tempfile.TemporaryDirectory(prefix="dydca_gpu_") as work:
+        configs = O.build_configs(suite, workloads, list(runtimes), list(runtimes), clip_res, Path(work),
+                                  scale=p["scale"], max_batch=p["max_batch"])
+        per_frame, startup, outputs = O.time_configs(configs, threads, passes, warmup, p["config_budget_s"])
+        sgemm = O.sgemm_peak(p["sgemm_n"], threads=threads)
+        machine = {**O.machine(threads), **gpu_info()}
+        latency = O.latency_table(configs, per_frame, startup, sgemm, machine)
+        correctness = O.check_outputs(configs, suite, outputs)
+    out = ResultDir(out_dir or results_dir(profile, "06_on_device_gpu"))
+    tag = f"{machine['cpu']} ({machine['cores']} cores, {threads} threads) + {machine.get('gpu')}"
+    out.table(latency.assign(gpu=machine.get("gpu")), "latency",
+              title=f"per-frame latency (ms) and FPS, PyTorch on CPU and CUDA, same pipeline as notebook 06; {tag}")
+    out.table(correctness, "correctness", title="SR of the first frame vs the CPU evaluation path (8-bit levels)",
+              floatfmt=".4f")
+    out.data(per_frame, "per_frame")
+    dydca = suite["dydca"].name if "dydca" in suite else None
+    head = {}
+    if dydca is not None:
+        for res in latency.resolution.unique():
+            d = latency[(latency.method == dydca) & (latency.resolution == res)].set_index("runtime")
+            head[res] = {rt: round(float(d.loc[rt, "fps"]), 2) for rt in d.index}
+    out.json(run_metadata(p, p["seed"], device=machine, sgemm=sgemm, runtimes=list(runtimes),
+                          headline={"fps_dydca": head}), "metrics")
+    return out.commit()
+
+
+def notebook06_parameters(profile: str) -> dict:
+    """Notebook 06's parameters as ``make reproduce`` would pass them: its parameters cell's
+    defaults, then the profile's ``common`` keys it declares, then its own section (read without
+    papermill, which a GPU machine may lack)."""
+    import json
+
+    import yaml
+
+    from .paths import params_file, project_root
+
+    nb = json.loads((project_root() / "notebooks" / "06_on_device.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    values: dict = {}
+    exec("".join(cell["source"]), {}, values)  # plain annotated assignments of literals
+    cfg = yaml.safe_load(params_file(profile).read_text()) or {}
+    values.update({k: v for k, v in (cfg.get("common") or {}).items() if k in values})
+    own = (cfg.get("notebooks") or {}).get("06_on_device") or {}
+    unknown = sorted(set(own) - set(values))
+    if unknown:
+        raise ValueError(f"params/{profile}.yaml sets {unknown}, which notebook 06 does not declare")
+    values.update(own)
+    return values
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m dydca_lib.gpu", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--out", help="result folder (default results/<profile>/06_on_device_gpu)")
+    args = ap.parse_args(argv)
+    print(run(args.profile, Path(args.out) if args.out else None))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
