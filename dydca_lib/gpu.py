@@ -3,7 +3,7 @@ bundles and client code (:mod:`dydca_lib.ondevice`), PyTorch runtimes only (ONNX
 TVM's wheels here are CPU builds).
 
 ``python -m dydca_lib.gpu --profile default`` reads notebook 06's parameters of the profile,
-loads the trained models from the cache (it never trains: a missing model is an error, so a GPU
+loads the trained models from the cache (by default it never trains: a missing model is an error, so a GPU
 machine without the cache fails fast instead of training on the wrong device), and times each
 method on ``torch_ref_cuda`` / ``torch_batched_cuda`` — and on the CPU runtimes of the same
 machine, as this run's own baseline — at the clip size and at ``lr_heights``. Results go to
@@ -45,7 +45,7 @@ def _refuse_training() -> None:
 
 
 def run(profile: str, out_dir: Path | None = None, runtimes=("torch_ref", "torch_batched", "torch_ref_cuda",
-        "torch_batched_cuda"), passes: int = 2, warmup: int = 2) -> Path:
+        "torch_batched_cuda"), passes: int = 2, warmup: int = 2, allow_training: bool = False) -> Path:
     import torch
 
     from . import pipeline
@@ -59,11 +59,23 @@ def run(profile: str, out_dir: Path | None = None, runtimes=("torch_ref", "torch
     seed_everything(p["seed"])
     threads = int(p["threads"])
     torch.set_num_threads(threads)
-    _refuse_training()
+    if not allow_training:
+        _refuse_training()
+    trained_here = []
     data = pipeline.patch_data(**{k: p[k] for k in pipeline.PATCH_PARAMS})
     suite = O.make_methods(p["methods"], stdo_k=p["stdo_k"], model_blocks=p["model_blocks"], path_blocks=p["path_blocks"],
                            n_feats=p["model_feats"], expansion=p["model_expansion"], epochs=p["epochs"],
                            batch_size=p["batch_size"], context=p["context"], lr=p["learning_rate"], seed=p["seed"])
+    from . import train
+
+    fit = train.fit
+
+    def logged_fit(*args, **kwargs):
+        trained_here.append(kwargs.get("desc"))
+        return fit(*args, **kwargs)
+
+    if allow_training:
+        train.fit = logged_fit
     for m in suite.values():
         m.prepare(data, {})
     frame_ids = np.unique(np.linspace(0, len(data.frames) - 1, p["bench_frames"]).round().astype(int))
@@ -93,7 +105,7 @@ def run(profile: str, out_dir: Path | None = None, runtimes=("torch_ref", "torch
             d = latency[(latency.method == dydca) & (latency.resolution == res)].set_index("runtime")
             head[res] = {rt: round(float(d.loc[rt, "fps"]), 2) for rt in d.index}
     out.json(run_metadata(p, p["seed"], device=machine, sgemm=sgemm, runtimes=list(runtimes),
-                          headline={"fps_dydca": head}), "metrics")
+                          headline={"fps_dydca": head}, models_trained_here=trained_here), "metrics")
     return out.commit()
 
 
@@ -125,8 +137,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dydca_lib.gpu", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="default")
     ap.add_argument("--out", help="result folder (default results/<profile>/06_on_device_gpu)")
+    ap.add_argument("--allow-training", action="store_true",
+                    help="train models missing from the cache here, on the CPU (latency does not depend on the "
+                         "weights; metrics.json lists what was trained here)")
     args = ap.parse_args(argv)
-    print(run(args.profile, Path(args.out) if args.out else None))
+    print(run(args.profile, Path(args.out) if args.out else None, allow_training=args.allow_training))
     return 0
 
 
