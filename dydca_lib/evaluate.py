@@ -23,7 +23,8 @@ from .patches import extract, stitch
 from .video import FrameSet, bicubic_resize
 
 PROTOCOLS = {
-    "patch": "patch-level (STDO/Dy-DCA): per-patch MSE with a shave of scale+4 px, PSNR of the mean MSE, training frames",
+    "patch": ("patch-level (STDO/Dy-DCA): per-patch MSE with a shave of scale+4 px inside every scored patch, PSNR of "
+              "the mean MSE, training frames"),
     "frame": "full-frame (CaFM): stitched frames, shave scale+6 px at the border, mean per-frame PSNR, held-out frames",
 }
 
@@ -102,26 +103,34 @@ def ssim_y(a: np.ndarray, b: np.ndarray, shave: int) -> float:
 
 
 def evaluate(upscaler, frames: FrameSet, manifest: pd.DataFrame, frame_ids, context: int = 0,
-             desc: str = "evaluate", keep_frames: tuple = ()) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+             desc: str = "evaluate", keep_frames: tuple = (),
+             score_cells: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Run ``upscaler`` over the manifest patches of ``frame_ids``.
 
     Returns ``(patches, frames_df, kept)``: per-patch MSE (RGB, Y) under the patch-level shave,
     per-frame PSNR/SSIM of the stitched frame under the full-frame shave, and the SR frames whose
-    ids are in ``keep_frames`` (for figures).
+    ids are in ``keep_frames`` (for figures). ``score_cells`` (frame, y, x, h, w in LR px): score
+    the patch level on these cells of the stitched SR frame instead of on the inference patches,
+    so methods that cut frames differently are scored on the same pixels with the same weights
+    (a cell that is an inference patch gets exactly the pixels it would get on its own).
     """
     s = frames.scale
     by_frame = dict(tuple(manifest.groupby("frame")))
+    cells_by_frame = dict(tuple(score_cells.groupby("frame"))) if score_cells is not None else {}
     patch_rows, frame_rows, kept = [], [], {}
     for i in tqdm(list(frame_ids), desc=desc, leave=False):
         i = int(i)
         m = by_frame[i].reset_index(drop=True)
         lr, hr = frames.lr(i), frames.hr(i)
         sr_patches = super_resolve_patches(upscaler, lr, m, s, context)
+        covered = (min(hr.shape[0], int((m.y + m.h).max()) * s), min(hr.shape[1], int((m.x + m.w).max()) * s))
+        sr = stitch(sr_patches, m, covered, s)
+        if score_cells is not None:
+            m = cells_by_frame[i].reset_index(drop=True)
+            sr_patches = [sr[y * s:(y + h) * s, x * s:(x + w) * s] for y, x, h, w in m[["y", "x", "h", "w"]].itertuples(index=False)]
         errs = _patch_errors(sr_patches, hr, m, s)
         cols = [c for c in ("frame", "y", "x", "h", "w", "path", "level", "label") if c in m]
         patch_rows.append(pd.concat([m[cols], errs], axis=1))
-        covered = (min(hr.shape[0], int((m.y + m.h).max()) * s), min(hr.shape[1], int((m.x + m.w).max()) * s))
-        sr = stitch(sr_patches, m, covered, s)
         ref = hr[:covered[0], :covered[1]]
         frame_rows.append({"frame": i, "psnr_rgb": psnr(ref, sr, s + 6), "psnr_y": psnr(ref, sr, s + 6, y_channel=True),
                            "ssim_y": ssim_y(ref, sr, s + 6)})

@@ -305,12 +305,18 @@ class DyDCA(_Trained):
 
 def evaluate_method(method: Method, data: PatchData, train_ids, heldout_ids, keep_frames=()) -> dict:
     """Both protocols for one prepared method: patch-level on ``train_ids``, full-frame on
-    ``heldout_ids``. Returns the summary row, per-frame results and the kept SR frames."""
+    ``heldout_ids``. Returns the summary row, per-frame results and the kept SR frames.
+
+    The patch level scores every method on the same cells, STDO's fine grid: each method upscales
+    its own patches (Dy-DCA: its coarse and fine patches), and the stitched result is scored per
+    fine cell. Scoring Dy-DCA on its own cuts would weight each of its (mostly fine, hard) patches
+    equally with its 4x larger coarse ones — another pixel weighting than every other method's."""
     from .evaluate import evaluate, frame_protocol, patch_protocol
 
     up = method.upscaler()
+    fine = fine_grid(data)
     patches, _, _ = evaluate(up, data.frames, method.patch_manifest(train_ids), train_ids, method.context,
-                             desc=f"{method.name}: patch-level")
+                             desc=f"{method.name}: patch-level", score_cells=fine[fine.frame.isin(train_ids)])
     _, per_frame, kept = evaluate(up, data.frames, method.frame_manifest(heldout_ids), heldout_ids, method.context,
                                   desc=f"{method.name}: full-frame", keep_frames=tuple(keep_frames))
     p, f = patch_protocol(patches), frame_protocol(per_frame)

@@ -87,3 +87,30 @@ def test_bicubic_upscaler_matches_frame_bicubic_in_the_interior():
     patches, per_frame, kept = E.evaluate(E.bicubic_upscaler(2), frames, manifest, [0], context=4, keep_frames=(0,))
     whole = upscale_bicubic(frames.lr(0), 2)
     assert psnr(whole, kept[0], shave=8) > 45  # with 4 px of context, patch-wise bicubic ~ frame bicubic
+
+
+def test_scoring_on_common_cells_weights_pixels_not_patches():
+    frames, manifest = setup()
+    rng = np.random.default_rng(1)
+    noise = {0: 1, 1: 9}  # path 1 (the coarse patches) is worse
+
+    def noisy(patches, path):
+        out = patches.repeat(2, axis=1).repeat(2, axis=2).astype(int)
+        return np.clip(out + rng.integers(-noise[path], noise[path] + 1, out.shape), 0, 255).astype(np.uint8)
+
+    geom = P.PatchGeometry(40, 60, 10, 12, levels=2)
+    cells = geom.cells(1).assign(frame=0)
+    own, _, _ = E.evaluate(noisy, frames, manifest, [0])
+    common, _, _ = E.evaluate(noisy, frames, manifest, [0], score_cells=cells)
+    assert len(own) == len(manifest) and len(common) == len(cells)
+    # the coarse (noisier) patches cover 4 cells each on the common grid: the pooled error rises
+    assert E.patch_protocol(common).psnr_rgb < E.patch_protocol(own).psnr_rgb
+    # when the inference patches are the cells, both scorings see the same pixels
+    def distorted(patches, path):  # deterministic, varies with content and position
+        out = patches.repeat(2, axis=1).repeat(2, axis=2)
+        return (out + out % 7 + np.arange(out.shape[2], dtype=np.uint8)[None, None, :, None] % 3).astype(np.uint8)
+
+    fine_manifest = cells.assign(path=0)
+    a, _, _ = E.evaluate(distorted, frames, fine_manifest, [0], context=2)
+    b, _, _ = E.evaluate(distorted, frames, fine_manifest, [0], context=2, score_cells=cells)
+    assert a.mse_rgb.min() > 0 and np.array_equal(a.mse_rgb.to_numpy(), b.mse_rgb.to_numpy())
