@@ -22,6 +22,7 @@ LR pixels (STDO joint, by design, fewer).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 
@@ -148,8 +149,9 @@ class _Trained(Method):
                                       self.context, self.seed)
             steps = max(1, math.ceil(self.epochs * src.steps_per_epoch))
             fit_cfg = FitConfig(steps=steps, lr=self.lr, checkpoint_every=src.steps_per_epoch, seed=self.seed)
-            key = {"method": type(self).__name__, "model_id": model_id, "frames": data.frames.describe(),
-                   "manifest": int(pd.util.hash_pandas_object(manifest[["frame", "y", "x", "h", "w"]]).sum()),
+            cells = manifest[["frame", "y", "x", "h", "w"]].to_numpy(dtype=np.int64)  # not pandas' hash: it varies by version
+            key = {"method": type(self).__name__, "model_id": model_id, "frames": data.frames.identity(),
+                   "manifest": hashlib.sha256(np.ascontiguousarray(cells).tobytes()).hexdigest()[:16],
                    "batch": self.batch_size, "context": self.context}
             model, history, info = train_or_load(model, src, fit_cfg, key, f"{type(self).__name__.lower()}-{model_id}",
                                                  desc=f"{self.name} model {model_id}")

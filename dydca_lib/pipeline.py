@@ -80,8 +80,7 @@ def _write_csv_gz(path: Path, df: pd.DataFrame) -> None:
 
 def cached_labels(frames: videolib.FrameSet, frame_ids, geom: P.PatchGeometry, net, general_info: dict):
     """:func:`patches.label_frames`, cached under ``data/cache/`` by frames, geometry and model."""
-    key_record = {"frames": [str(p) for p in frames.lr_paths[:1]] + [len(frames), frames.scale, frames.lr_kernel,
-                  frames.source], "ids": [int(i) for i in frame_ids], "geom": asdict(geom),
+    key_record = {"frames": frames.identity(), "ids": [int(i) for i in frame_ids], "geom": asdict(geom),
                   "model": general_info["cache_file"], "v": LABELS_VERSION}
     key = hashlib.sha256(json.dumps(key_record, sort_keys=True).encode()).hexdigest()[:12]
     root = data_dir() / "cache"

@@ -206,6 +206,19 @@ class FrameSet:
                 "hr_size": f"{self.hr_hw[1]}x{self.hr_hw[0]}", "lr_size": f"{self.lr_hw[1]}x{self.lr_hw[0]}",
                 "lr_kernel": self.lr_kernel, "source": self.source}
 
+    def identity(self) -> dict:
+        """:meth:`describe` for cache keys: paths inside the project's data folder are written
+        relative to it, so caches survive moving the project (or running it on another machine)."""
+        from .paths import data_dir
+
+        def portable(path) -> str:
+            try:
+                return Path(path).resolve().relative_to(data_dir().resolve()).as_posix()
+            except ValueError:
+                return str(path)
+
+        return {**self.describe(), "source": portable(self.source), "first_lr": portable(self.lr_paths[0])}
+
 
 def open_frame_folder(folder: str | Path, scale: int, fps: float = 30.0, lr_kernel: str = "pil",
                       max_frames: int | None = None, cache_root: Path | None = None) -> FrameSet:

@@ -149,3 +149,18 @@ def test_statistics_and_chunk_summary(tmp_root, synthetic_video):
     assert (summary.texture > 0).all() and summary.mean_luminance.between(0, 255).all()
     flat = np.full((8, 8, 3), 77, np.uint8)
     assert video.texture(flat) == 0
+
+
+def test_frame_identity_is_portable_across_project_locations(tmp_path, monkeypatch):
+    from dydca_lib import video
+
+    root = tmp_path / "a"
+    monkeypatch.setenv("DYDCA_ROOT", str(root))
+    (root / "data" / "frames").mkdir(parents=True)
+    fs = object.__new__(video.FrameSet)  # identity() reads only these fields and describe()'s
+    fs.source, fs.lr_paths = str(root / "data" / "clips" / "x.mp4"), [root / "data" / "frames" / "x" / "1.png"]
+    monkeypatch.setattr(video.FrameSet, "describe", lambda self: {"source": self.source, "name": "x"})
+    ident = fs.identity()
+    assert ident["source"] == "clips/x.mp4" and ident["first_lr"] == "frames/x/1.png"
+    fs.source = "/elsewhere/y.mp4"  # outside the data folder: kept as given
+    assert fs.identity()["source"] == "/elsewhere/y.mp4"
