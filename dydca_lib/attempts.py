@@ -78,6 +78,7 @@ def _static_module(wdsr, shape):
     :class:`~dydca_lib.compile.CompiledDynamicSR` makes it, so the committed records match."""
     from . import compile as C
 
+    shape = C.StaticShape(int(shape.path), int(shape.h), int(shape.w), int(shape.batch))
     mod, params = C.export_path(wdsr, (shape.h, shape.w), shape.batch, True,
                                 {"batch": (1, max(2, shape.batch)), "h": (2, shape.h), "w": (2, shape.w)})
     return C.specialize(mod, [shape]), params
@@ -169,6 +170,14 @@ def tune_attempt(att: Attempt, wdsr, shape, trials_per_task: int = 64, **tune_kw
     return record
 
 
+@dataclass(frozen=True)
+class _Shape:
+    path: int
+    h: int
+    w: int
+    batch: int
+
+
 def _median_ms(fn, number: int, repeat: int, warmup: int = 2) -> tuple[float, float]:
     for _ in range(warmup):
         fn()
@@ -187,7 +196,6 @@ def measure(att: Attempt, model_file: str, shape, peer_threads: int, number: int
     (which must have imported tvm with the attempt's TVM_NUM_THREADS)."""
     import torch
 
-    from . import compile as C
     from .models import build_model, fold_weight_norm
     from .ondevice import export_onnx
 
@@ -197,10 +205,11 @@ def measure(att: Attempt, model_file: str, shape, peer_threads: int, number: int
     wdsr.eval()
     rng = np.random.default_rng(seed)
     x = rng.random((shape.batch, 3, shape.h, shape.w), dtype=np.float32)
-    row = {"attempt": att.name, "what": att.what, "tvm_threads": C.tvm_threads(), "peer_threads": peer_threads,
+    row = {"attempt": att.name, "what": att.what, "peer_threads": peer_threads,
            "layout": att.layout, "prepack": att.prepack, "database": att.database or "none"}
-    # The peers first: with one TVM thread, TVM pins the calling thread to a core, and thread pools
-    # created after that would inherit the pin.
+    # The peers first, before tvm is even imported: with one TVM thread, TVM pins the calling
+    # thread to a core, and the peers' thread pools would inherit the pin.
+    assert "tvm" not in sys.modules, "measure() must run in a process that has not imported tvm"
     torch.set_num_threads(peer_threads)
     plain = fold_weight_norm(wdsr).eval()
     xt = torch.from_numpy(x)
@@ -219,6 +228,9 @@ def measure(att: Attempt, model_file: str, shape, peer_threads: int, number: int
         sess = ort.InferenceSession(str(onnx_file), opts, providers=["CPUExecutionProvider"])
         row["ort_ms"], row["ort_std_ms"] = _median_ms(lambda: sess.run(None, {"x": x}), number, repeat)
 
+    from . import compile as C
+
+    row["tvm_threads"] = C.tvm_threads()
     t0 = time.perf_counter()
     vm, fname, params, info = build(att, wdsr, shape)
     row.update(info, build_s=round(time.perf_counter() - t0, 1))
@@ -294,10 +306,9 @@ def attempt_bars(table, title: str = ""):
 
 
 def main(argv=None) -> int:
-    from .compile import StaticShape
-
     spec = json.loads((argv or sys.argv[1:])[0])
-    row = measure(ATTEMPTS[spec["attempt"]], spec["model_file"], StaticShape(*spec["shape"]), spec["peer_threads"],
+    shape = _Shape(*spec["shape"])  # not compile.StaticShape: importing compile imports tvm
+    row = measure(ATTEMPTS[spec["attempt"]], spec["model_file"], shape, spec["peer_threads"],
                   spec["number"], spec["repeat"], spec["seed"])
     print(json.dumps(row))
     return 0

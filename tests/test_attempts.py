@@ -57,10 +57,11 @@ def test_attempts_without_their_own_database_are_not_tuned(tiny):
 
 
 def test_run_attempts_times_tvm_beside_the_peers_in_a_fresh_process(tiny):
-    table = A.run_attempts(["untuned"], tiny, SHAPE, threads=1, number=1, repeat=2, progress=False)
+    table = A.run_attempts(["untuned", "committed_1_thread"], tiny, SHAPE, threads=2, number=1, repeat=2, progress=False)
+    assert table.tvm_threads.tolist() == [2, 1]
     row = table.iloc[0]
     assert "error" not in table or not isinstance(row.get("error"), str), row.get("error")
-    assert row.tvm_threads == 1 and row.peer_threads == 1
+    assert row.peer_threads == 2
     for col in ("tvm_ms", "ort_ms", "eager_ms"):
         assert row[col] > 0
     assert row.tvm_vs_ort == pytest.approx(row.ort_ms / row.tvm_ms)
