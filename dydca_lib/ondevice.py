@@ -1368,7 +1368,7 @@ def headline(latency, memory, switching, sgemm: dict, machine_info: dict, clip_r
         out["peak_rss_mib_dydca"] = {rt: round(v, 1) for rt in RUNTIMES
                                      if (v := get(memory, dydca, rt, "peak_rss_mib")) is not None}
         if stdo:
-            for rt in RUNTIMES:
+            for rt in sorted(set(memory.runtime), key=list(RUNTIMES).index):  # the runtimes measured
                 out[f"memory_ratio_stdo_vs_dydca_{rt}"] = ratio(get(memory, stdo, rt, "peak_rss_mib"),
                                                                 get(memory, dydca, rt, "peak_rss_mib"))
     if stdo and len(switching):
