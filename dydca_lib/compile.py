@@ -37,6 +37,7 @@ the number of CPUs this process may use. Always record :func:`runtime_info` with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -774,6 +775,24 @@ def _in_process_builder_runner():
     return InProcessBuilder(), InProcessRunner()
 
 
+@contextlib.contextmanager
+def _nameable_ms_handlers():
+    """MetaSchedule's logger set-up lists the meta_schedule logger's handlers by name and fails
+    on an unnamed one (pytest's log capture adds such handlers from the second tuning run of a
+    process on); they are detached while MetaSchedule configures its loggers, then put back."""
+    import logging
+
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    unnamed = [h for h in logger.handlers if h.get_name() is None]
+    for h in unnamed:
+        logger.removeHandler(h)
+    try:
+        yield
+    finally:
+        for h in unnamed:
+            logger.addHandler(h)
+
+
 def tune(fused_mod: "tvm.IRModule", target=None, work_dir: str | Path | None = None, trials: int = 64,
          trials_per_task: int | None = None, trials_per_iter: int = 16, workers: str = "in_process",
          cost_model: str = "auto", strategy: str = "auto", seed: int = 0, progress: bool = True,
@@ -830,8 +849,9 @@ def tune(fused_mod: "tvm.IRModule", target=None, work_dir: str | Path | None = N
     cores = int(target.attrs["num-cores"])
     log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="dydca_tune_logs_"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    contexts, weights = extracted_tasks_to_tune_contexts(tasks, str(log_dir), strategy=strategy, seed=seed,
-                                                         num_threads=cores)
+    with _nameable_ms_handlers():
+        contexts, weights = extracted_tasks_to_tune_contexts(tasks, str(log_dir), strategy=strategy, seed=seed,
+                                                             num_threads=cores)
     if workers == "popen":
         builder = ms.builder.LocalBuilder(max_workers=cores, initializer=_tensor_intrin_importer())
         runner = ms.runner.LocalRunner()
