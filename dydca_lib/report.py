@@ -61,6 +61,13 @@ def _claims_table(profile_dir: Path) -> str:
             headline = json.loads(m.read_text()).get("headline", {})
             measured = f"{headline[key]:.2f}" if key in headline else "not measured"
         rows.append(f"| {label} | {PAPER_CLAIMS[claim]} | {measured} |")
+    gpu = profile_dir / "06_on_device_gpu" / "metrics.json"
+    if gpu.exists():  # measured on a GPU machine (python -m dydca_lib.gpu), not on this CPU
+        meta = json.loads(gpu.read_text())
+        for res, fps in meta.get("headline", {}).get("fps_dydca", {}).items():
+            if "torch_batched_cuda" in fps:
+                rows.append(f"| Dy-DCA frames per second, PyTorch batched on {meta['device'].get('gpu')} ({res}) | "
+                            f"{PAPER_CLAIMS['fps_on_phone']} | {fps['torch_batched_cuda']:.2f} (GPU) |")
     return ("| claim | paper (phone) | measured here (this CPU) |\n|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
