@@ -128,9 +128,10 @@ def run(profile: str, only: list[str] | None = None, force: bool = False, timeou
 
 
 # columns that measure time, speed or memory of this run (they differ between runs by nature)
-MEASURED = ("_ms", "ms_", "fps", "seconds", "wall_s", "process_s", "build_s", "gflops", "share_of_sgemm", "rss_",
-            "_mib", "tvm_cached", "startup", "threads")
-MEASURED_TABLES = ("headline", "timings")  # tables of measured ratios/times only
+MEASURED = ("_ms", "ms_", "fps", "seconds", "wall_s", "process_s", "build_s", "per_s", "gflop", "sgemm", "rss_",
+            "_mib", "tvm_cached", "startup", "threads", "_vs_", "frames_timed")
+# tables of measured ratios and times only (06's per_frame: the frames each configuration's time budget allowed)
+MEASURED_TABLES = ("headline", "timings", "06_on_device/per_frame")
 
 
 def compare_results(a: Path, b: Path) -> pd.DataFrame:
@@ -153,7 +154,8 @@ def compare_results(a: Path, b: Path) -> pd.DataFrame:
         else:
             cols = [c for c in da.columns if not da[c].equals(db[c])]
         rows.append({"table": str(rel), "identical": not cols, "differing_columns": " ".join(cols),
-                     "only_measurements": bool(cols) and (rel.name.split(".")[0] in MEASURED_TABLES or all(
+                     "only_measurements": bool(cols) and (rel.name.split(".")[0] in MEASURED_TABLES
+                                                          or rel.as_posix().split(".")[0] in MEASURED_TABLES or all(
                          any(h in c.lower() for h in MEASURED) for c in cols))})
     return pd.DataFrame(rows, columns=["table", "identical", "differing_columns", "only_measurements"])
 
