@@ -14,6 +14,7 @@ evaluation path, metrics.json with the GPU's name), which the report shows besid
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 from pathlib import Path
@@ -33,15 +34,26 @@ def gpu_info() -> dict:
             "torch": torch.__version__}
 
 
-def _refuse_training() -> None:
-    """Make ``method.prepare`` fail instead of training when a model is not in the cache."""
+@contextlib.contextmanager
+def training_guard(allow: bool):
+    """While active, training (``dydca_lib.train.fit``) either fails — a model missing from the
+    cache is an error — or, with ``allow``, runs and is listed in the yielded list (its ``desc``)."""
     from . import train
 
-    def refuse(*args, **kwargs):
-        raise RuntimeError("dydca_lib.gpu only loads cached models: run notebook 04/06 of this profile "
-                           "on the CPU machine first and bring data/ along")
+    fit, trained = train.fit, []
 
-    train.fit = refuse
+    def guarded(*args, **kwargs):
+        if not allow:
+            raise RuntimeError("dydca_lib.gpu only loads cached models: run notebook 04/06 of this profile "
+                               "on the CPU machine first and bring data/ along (or pass --allow-training)")
+        trained.append(kwargs.get("desc"))
+        return fit(*args, **kwargs)
+
+    train.fit = guarded
+    try:
+        yield trained
+    finally:
+        train.fit = fit
 
 
 def run(profile: str, out_dir: Path | None = None, runtimes=("torch_ref", "torch_batched", "torch_ref_cuda",
@@ -59,25 +71,13 @@ def run(profile: str, out_dir: Path | None = None, runtimes=("torch_ref", "torch
     seed_everything(p["seed"])
     threads = int(p["threads"])
     torch.set_num_threads(threads)
-    if not allow_training:
-        _refuse_training()
-    trained_here = []
-    data = pipeline.patch_data(**{k: p[k] for k in pipeline.PATCH_PARAMS})
     suite = O.make_methods(p["methods"], stdo_k=p["stdo_k"], model_blocks=p["model_blocks"], path_blocks=p["path_blocks"],
                            n_feats=p["model_feats"], expansion=p["model_expansion"], epochs=p["epochs"],
                            batch_size=p["batch_size"], context=p["context"], lr=p["learning_rate"], seed=p["seed"])
-    from . import train
-
-    fit = train.fit
-
-    def logged_fit(*args, **kwargs):
-        trained_here.append(kwargs.get("desc"))
-        return fit(*args, **kwargs)
-
-    if allow_training:
-        train.fit = logged_fit
-    for m in suite.values():
-        m.prepare(data, {})
+    with training_guard(allow_training) as trained_here:
+        data = pipeline.patch_data(**{k: p[k] for k in pipeline.PATCH_PARAMS})
+        for m in suite.values():
+            m.prepare(data, {})
     frame_ids = np.unique(np.linspace(0, len(data.frames) - 1, p["bench_frames"]).round().astype(int))
     clip_res = O.clip_label(data.frames.lr_hw)
     workloads = {(k, wl.name): wl for k, m in suite.items()

@@ -215,3 +215,17 @@ def test_memory_child_runs_without_torch(setup, runtime, tmp_path):
     out = O.measure_memory(bundle, wl.save(tmp_path / "wl"), threads=1, switching=False, frames=1)
     assert out["torch_imported"] is False
     assert out["peak_rss_bytes"] >= out["rss_loaded_bytes"] >= out["rss_runtime_bytes"] > out["rss_start_bytes"] > 0
+
+
+def test_gpu_training_guard_refuses_or_records_and_restores():
+    from dydca_lib import gpu, train
+
+    original = train.fit
+    with gpu.training_guard(False):
+        with pytest.raises(RuntimeError, match="only loads cached models"):
+            train.fit(None, None, None, desc="x")
+    assert train.fit is original
+    with gpu.training_guard(True) as trained:
+        with pytest.raises(Exception):
+            train.fit(None, None, None, desc="m0")  # the real fit, on nonsense input
+    assert trained == ["m0"] and train.fit is original
