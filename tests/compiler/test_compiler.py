@@ -1,4 +1,4 @@
-"""The TVM compiler layer (dydca_lib.compile) on tiny WDSR paths: export, naive symbolic build,
+"""The TVM compiler layer (dydca_lib.compiler) on tiny WDSR paths: export, naive symbolic build,
 static specialisation + fusion + memory planning, tuning database fallback, the runtime wrapper.
 
 Everything here is small (n_feats 4, one block, patches of ~10 px) so the file runs in well under a
@@ -13,12 +13,13 @@ import pandas as pd
 import pytest
 import torch
 
-from dydca_lib import compile as C
+from dydca_lib import compiler as C
 from dydca_lib import evaluate as E
 from dydca_lib import patches as P
+from dydca_lib.bench.timing import time_torch
 from dydca_lib.models import DynamicWDSR, WDSR, fold_weight_norm
 
-from tvm import relax  # noqa: E402  (after dydca_lib.compile, which sets TVM_NUM_THREADS)
+from tvm import relax  # noqa: E402  (after dydca_lib.compiler, which sets TVM_NUM_THREADS)
 
 TOL = 1e-4
 BOUNDS = {"batch": 4, "h": 16, "w": 16}
@@ -284,7 +285,7 @@ def test_timing_helpers(static_build, wdsr):
     x = np.random.default_rng(0).random((2, 3, 8, 10), dtype=np.float32)
     t = C.time_vm(vm, "p0_h8_w10_b2", [x, *params], number=1, repeat=3)
     assert t["median_ms"] > 0 and t["std_ms"] >= 0 and t["threads"] == C.tvm_threads() >= 1
-    t = C.time_torch(wdsr, torch.from_numpy(x), number=1, repeat=3)
+    t = time_torch(wdsr, torch.from_numpy(x), number=1, repeat=3)
     assert t["median_ms"] > 0 and t["threads"] == torch.get_num_threads()
     info = C.runtime_info()
     assert info["tvm_threads"] >= 1 and '"kind":"llvm"' in info["target"].replace(" ", "")

@@ -1,0 +1,152 @@
+"""Building the static module for (paths, shapes) — the one function every build uses — and the
+deployable shared library a client loads (notebook 06).
+
+:func:`static_module` exports each path with :func:`~dydca_lib.compiler.export.path_bounds` and
+specialises one static Relax function per shape; :class:`~dydca_lib.compiler.runtime.CompiledDynamicSR`
+(notebooks 05/06), :func:`tvm_library` (the client's ``.so``) and the attempts
+(:mod:`dydca_lib.bench.attempts`) all go through it, so a kernel tuned in one is found by the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tvm
+
+from . import CompileError
+from ..models import DynamicWDSR, WDSR, fold_weight_norm, unit_params
+from .database import database_coverage, has_database, tuning_dir
+from .export import export_paths
+from .passes import fuse, specialize
+from .shapes import StaticShape, static_shapes
+from .target import cpu_target
+from .tuning import extend_database
+
+
+def static_module(paths: Mapping[int, WDSR], shapes: Iterable[StaticShape]):
+    """One static function per shape, each from its path's symbolic export, in one IRModule.
+
+    ``paths``: ``{path index: WDSR}`` (weight norm folded on export). Returns ``(module, params,
+    symbolic)``: the unfused static IRModule (functions named :func:`~.shapes.function_name`), each
+    path's weights in the order its functions take them, and each path's symbolic module as exported
+    (:func:`~.export.export_paths`).
+    """
+    shapes = sorted(shapes)
+    if not shapes:
+        raise CompileError("no shapes to compile")
+    symbolic, params = export_paths(paths, shapes)
+    static = tvm.IRModule({})
+    for p, mod in symbolic.items():
+        for gv, f in specialize(mod, [s for s in shapes if s.path == p]).functions_items():
+            static[gv] = f
+    return static, params, symbolic
+
+
+# ---------------------------------------------------------------- the client's library (notebook 06)
+
+def _arch_key(config: dict) -> str:
+    return json.dumps({k: v for k, v in config.items() if k not in ("use_weight_norm",)}, sort_keys=True)
+
+
+def _file_digest(paths) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        p = Path(p)
+        if p.is_file():
+            h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _weight_norm_state(src: WDSR, dst: WDSR) -> dict:
+    """``src``'s state for ``dst`` (both WDSR; weight norm on either side folded as needed)."""
+    if dst.config.get("use_weight_norm", True) == src.config.get("use_weight_norm", True):
+        return src.state_dict()
+    return fold_weight_norm(src).state_dict()
+
+
+def architectures(units: Mapping[int, WDSR], scale: int) -> tuple[DynamicWDSR, dict[int, int]]:
+    """Units of the same architecture share compiled functions and differ only in the weights
+    passed in: one DynamicWDSR whose path ``a`` is the first unit of architecture ``a`` (its
+    weights, to check the parameter order of a build), and ``{unit: architecture}``."""
+    archs, arch_of = [], {}
+    for u, m in sorted(units.items()):
+        k = _arch_key(m.config)
+        if k not in archs:
+            archs.append(k)
+        arch_of[int(u)] = archs.index(k)
+    first = {a: next(u for u in sorted(units) if arch_of[u] == a) for a in range(len(archs))}
+    cfgs = [dict(units[first[a]].config) for a in range(len(first))]
+    shared = {k: cfgs[0][k] for k in ("n_feats", "expansion")}
+    if any(c["n_feats"] != shared["n_feats"] or c["expansion"] != shared["expansion"] for c in cfgs):
+        raise CompileError("units of different widths cannot share one TVM build here")
+    paths = [{k: v for k, v in c.items() if k not in ("scale", "use_weight_norm", "n_feats", "expansion")} for c in cfgs]
+    dyn = DynamicWDSR(scale=scale, paths=paths, **shared).eval()
+    for a, u in first.items():
+        dyn.paths[a].load_state_dict(_weight_norm_state(units[u], dyn.paths[a]))
+    return dyn, arch_of
+
+
+def tvm_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: int, max_batch: int, tuned: bool,
+                cache_dir: Path, target=None, tune_trials_per_task: int = 0) -> tuple[Path, dict]:
+    """Compile (or reuse from ``cache_dir``) the static TVM library for these units' architectures
+    and the patch shapes of ``plans`` (``{frame: FramePlan}``); returns the ``.so`` and its
+    description (architectures, buckets, tuning coverage, ``arch_of``). The cache key is everything
+    that determines the code: architectures, shapes, target, TVM version, tuning database; never
+    the weights (they are function inputs). ``tune_trials_per_task`` > 0 (with ``tuned``): first
+    tune the kernels the committed database lacks (:func:`~.tuning.extend_database`, which
+    rewrites ``tuning/<target>/``)."""
+    from .runtime import CompiledDynamicSR
+
+    target = target or cpu_target()
+    dyn, arch_of = architectures(units, scale)
+    archs = [_arch_key(p.config) for p in dyn.paths]
+    rows = [pd.DataFrame({"frame": f, "h": p.h, "w": p.w, "path": [arch_of[int(u)] for u in p.path]})
+            for f, p in plans.items()]
+    shapes = static_shapes(pd.concat(rows, ignore_index=True), context, max_batch)
+    paths = dict(enumerate(dyn.paths))
+    if tuned and tune_trials_per_task > 0:
+        extend_database(fuse(static_module(paths, shapes)[0], target), target, trials_per_task=tune_trials_per_task)
+    db = tuning_dir(target)  # plain or gzipped JSON files; no database = untuned kernels
+    db_hash = (_file_digest(sorted(db.glob("database_*.json*"))) if has_database(db) else "no-database") if tuned else "untuned"
+    key_record = {"archs": archs, "shapes": [list(map(int, (s.path, s.h, s.w, s.batch))) for s in shapes],
+                  "target": str(target), "tvm": tvm.__version__, "db": db_hash, "tuned": bool(tuned), "v": 1}
+    key = hashlib.sha256(json.dumps(key_record, sort_keys=True).encode()).hexdigest()[:16]
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    so, meta_file = cache_dir / f"tvm-{key}.so", cache_dir / f"tvm-{key}.json"
+    if so.exists() and meta_file.exists():
+        meta = json.loads(meta_file.read_text())
+        meta["cached"] = True
+    else:
+        t0 = time.perf_counter()
+        build = CompiledDynamicSR(dyn, shapes, target=target, tuned=tuned)
+        seconds = time.perf_counter() - t0
+        for a, p in paths.items():
+            if a not in build.params:
+                continue
+            got = [t.numpy() for t in build.params[a]]
+            want = unit_params(p)
+            if len(got) != len(want) or any(g.shape != w.shape or not np.allclose(g, w, atol=1e-6) for g, w in zip(got, want)):
+                raise RuntimeError("TVM parameter order differs from the state-dict order; update models.unit_params")
+        coverage = None
+        if build.tuned:  # coverage is read on the untuned fused module (tuned kernels no longer match)
+            coverage = database_coverage(fuse(build.static, target), target)
+        tmp = so.with_name(f".{so.name}.{os.getpid()}.tmp.so")
+        build.executable.export_library(str(tmp))
+        os.replace(tmp, so)
+        meta = {"archs": archs, "buckets": {f"{a},{h},{w}": b for (a, h, w), b in build.buckets.items()},
+                "tuned": bool(build.tuned), "target": str(target),
+                "kernels": int(len(coverage)) if coverage is not None else None,
+                "kernels_tuned": int(coverage.tuned.sum()) if coverage is not None else 0,
+                "build_seconds": round(seconds, 1), "functions": [s.name for s in shapes]}
+        meta_file.write_text(json.dumps(meta, indent=1))
+        meta["cached"] = False
+    meta["arch_of"] = {str(u): a for u, a in arch_of.items()}
+    return so, meta

@@ -1,0 +1,96 @@
+"""The static shapes a manifest needs and how a batch is split over compiled batch sizes.
+
+TVM-free (NumPy and pandas only): the client plans its calls with :func:`split_batch` without
+importing the compiler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+
+from . import CompileError
+from ..tensors import with_context
+
+if TYPE_CHECKING:
+    import pandas
+
+DEFAULT_MAX_BATCH = 16
+
+
+@dataclass(frozen=True, order=True)
+class StaticShape:
+    """One static function: a path run on ``batch`` patches of ``h x w`` LR pixels (context included)."""
+
+    path: int
+    h: int
+    w: int
+    batch: int
+
+    @property
+    def name(self) -> str:
+        return function_name(self.path, self.h, self.w, self.batch)
+
+
+def function_name(path: int, h: int, w: int, batch: int) -> str:
+    """The Relax function name of one static shape, e.g. ``p0_h24_w27_b8``."""
+    return f"p{int(path)}_h{int(h)}_w{int(w)}_b{int(batch)}"
+
+
+def batch_buckets(max_batch: int = DEFAULT_MAX_BATCH) -> list[int]:
+    """The batch sizes we compile: powers of two up to ``max_batch`` (which must be one).
+
+    Our choice: a request of ``n`` patches runs as ``n // max_batch`` calls of ``max_batch`` plus
+    one call for the rest padded up to the next power of two, so padding wastes under 2x on the
+    last call only, and a shape needs at most ``log2(max_batch) + 1`` functions (each one more
+    set of kernels to compile and tune).
+    """
+    max_batch = int(max_batch)
+    if max_batch < 1 or max_batch & (max_batch - 1):
+        raise CompileError(f"max_batch must be a power of two >= 1, got {max_batch}")
+    return [1 << i for i in range(max_batch.bit_length())]
+
+
+def split_batch(n: int, buckets: Iterable[int]) -> list[tuple[int, int]]:
+    """How to run ``n`` patches on compiled batch sizes: ``[(patches, bucket), ...]``.
+
+    Full calls of the largest bucket, then the rest in the smallest bucket that holds it (padded).
+    """
+    buckets = sorted(set(int(b) for b in buckets))
+    if not buckets:
+        raise CompileError("no compiled batch sizes")
+    n, top = int(n), buckets[-1]
+    out = [(top, top)] * (n // top)
+    rest = n % top
+    if rest:
+        out.append((rest, next(b for b in buckets if b >= rest)))
+    return out
+
+
+def static_shapes(manifest: "pandas.DataFrame", context: int = 0, max_batch: int = DEFAULT_MAX_BATCH) -> list[StaticShape]:
+    """Every static function a manifest needs: one per (path, patch shape, batch bucket).
+
+    ``manifest`` rows are patches (``frame, h, w`` and ``path``, LR pixels; no ``path`` column =
+    path 0). Patches are batched per (frame, shape, path) as
+    :func:`dydca_lib.evaluate.super_resolve_patches` does, and each group size is split with
+    :func:`split_batch` over ``batch_buckets(max_batch)`` capped at the largest group, so only the
+    buckets some frame uses are compiled; the largest kept bucket serves any other count.
+    ``context`` adds ``2 * context`` to each side as the patches are cut with context.
+    """
+    if manifest.empty:
+        raise CompileError("empty manifest: no patch shapes to compile")
+    m = manifest if "path" in manifest else manifest.assign(path=0)
+    keys = ["frame", "h", "w", "path"] if "frame" in m else ["h", "w", "path"]
+    sizes = m.groupby(keys).size().reset_index(name="n")
+    out = set()
+    for (h, w, p), g in sizes.groupby(["h", "w", "path"]):
+        cap = min(int(max_batch), 1 << (int(g.n.max()) - 1).bit_length())
+        buckets = batch_buckets(cap)
+        used = {cap}
+        for n in g.n:
+            used.update(b for _, b in split_batch(int(n), buckets))
+        out.update(StaticShape(int(p), *with_context(h, w, context), b) for b in used)
+    return sorted(out)
+
