@@ -4,7 +4,7 @@ beside ONNX Runtime and PyTorch eager in the same fresh process (notebook 05's a
 An :class:`Attempt` is one thing the TVM community does on x86 — more threads, more tuning
 trials, weight prepacking, an NHWC layout, an AVX-512-aware target — applied to the same
 workload: one WDSR path on a batch of patches of one shape. Each attempt runs in its own
-process (``python -m dydca_lib.attempts``) because TVM fixes its thread pool when it is
+process (``python -m dydca_lib.bench.attempts``) because TVM fixes its thread pool when it is
 imported; that process also times the peers (ONNX Runtime with ``peer_threads`` intra-op threads,
 PyTorch eager batched with ``peer_threads`` threads) on the same input, so each row's ratios come
 from one process at one moment.
@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..compiler.shapes import StaticShape  # TVM-free: measure() times the peers before tvm is imported
 
 
 @dataclass(frozen=True)
@@ -62,33 +64,32 @@ ATTEMPTS: dict[str, Attempt] = {a.name: a for a in (
 
 
 def attempt_dir(name: str, target=None) -> Path:
-    from . import compile as C
+    from .. import compiler as C
 
     return C.tuning_dir(target) / "attempts" / name
 
 
 def _target(att: Attempt):
-    from . import compile as C
+    from .. import compiler as C
 
     return C.cpu_target(mcpu=att.mcpu)
 
 
 def _static_module(wdsr, shape):
-    """The static function of ``shape`` (a :class:`~dydca_lib.compile.StaticShape`) exactly as
-    :class:`~dydca_lib.compile.CompiledDynamicSR` makes it, so the committed records match."""
-    from . import compile as C
+    """The static function of ``shape`` exactly as every build makes it
+    (:func:`dydca_lib.compiler.library.static_module`), so the committed records match."""
+    from .. import compiler as C
 
     shape = C.StaticShape(int(shape.path), int(shape.h), int(shape.w), int(shape.batch))
-    mod, params = C.export_path(wdsr, (shape.h, shape.w), shape.batch, True,
-                                {"batch": (1, max(2, shape.batch)), "h": (2, shape.h), "w": (2, shape.w)})
-    return C.specialize(mod, [shape]), params
+    mod, params, _ = C.static_module({shape.path: wdsr}, [shape])
+    return mod, params[shape.path]
 
 
 def lowered(att: Attempt, wdsr, shape, target=None):
     """The fused module of an attempt (what MetaSchedule tunes and the database is applied to)."""
     from tvm import relax
 
-    from . import compile as C
+    from .. import compiler as C
 
     target = target or _target(att)
     mod, params = _static_module(wdsr, shape)
@@ -105,7 +106,7 @@ def lowered(att: Attempt, wdsr, shape, target=None):
 
 
 def database_for(att: Attempt, target=None) -> Path | None:
-    from . import compile as C
+    from .. import compiler as C
 
     if att.database is None:
         return None
@@ -117,7 +118,7 @@ def build(att: Attempt, wdsr, shape):
     import tvm
     from tvm import relax
 
-    from . import compile as C
+    from .. import compiler as C
 
     target = _target(att)
     mod, params = lowered(att, wdsr, shape, target)
@@ -145,7 +146,7 @@ def tune_attempt(att: Attempt, wdsr, shape, trials_per_task: int = 64, **tune_kw
     and record what it cost in ``attempt.json`` there."""
     import shutil
 
-    from . import compile as C
+    from .. import compiler as C
 
     if att.database in (None, "committed"):
         raise ValueError(f"attempt {att.name!r} uses {'no' if att.database is None else 'the committed'} "
@@ -170,14 +171,6 @@ def tune_attempt(att: Attempt, wdsr, shape, trials_per_task: int = 64, **tune_kw
     return record
 
 
-@dataclass(frozen=True)
-class _Shape:
-    path: int
-    h: int
-    w: int
-    batch: int
-
-
 def _median_ms(fn, number: int, repeat: int, warmup: int = 2) -> tuple[float, float]:
     for _ in range(warmup):
         fn()
@@ -196,8 +189,8 @@ def measure(att: Attempt, model_file: str, shape, peer_threads: int, number: int
     (which must have imported tvm with the attempt's TVM_NUM_THREADS)."""
     import torch
 
-    from .models import build_model, fold_weight_norm
-    from .ondevice import export_onnx
+    from ..models import build_model, fold_weight_norm
+    from ..client.bundle import export_onnx
 
     saved = torch.load(model_file, weights_only=False)
     wdsr = build_model(saved["record"])
@@ -228,7 +221,7 @@ def measure(att: Attempt, model_file: str, shape, peer_threads: int, number: int
         sess = ort.InferenceSession(str(onnx_file), opts, providers=["CPUExecutionProvider"])
         row["ort_ms"], row["ort_std_ms"] = _median_ms(lambda: sess.run(None, {"x": x}), number, repeat)
 
-    from . import compile as C
+    from .. import compiler as C
 
     row["tvm_threads"] = C.tvm_threads()
     t0 = time.perf_counter()
@@ -250,7 +243,7 @@ def run_attempts(names, wdsr, shape, threads: int, number: int = 3, repeat: int 
     import torch
     from tqdm.auto import tqdm
 
-    from .models import model_record
+    from ..models import model_record
 
     unknown = [n for n in names if n not in ATTEMPTS]
     if unknown:
@@ -264,7 +257,7 @@ def run_attempts(names, wdsr, shape, threads: int, number: int = 3, repeat: int 
             env = {**os.environ, "TVM_NUM_THREADS": str(att.threads or threads)}
             spec = {"attempt": name, "model_file": str(model_file), "shape": [shape.path, shape.h, shape.w, shape.batch],
                     "peer_threads": threads, "number": number, "repeat": repeat, "seed": seed}
-            proc = subprocess.run([sys.executable, "-m", "dydca_lib.attempts", json.dumps(spec)], env=env,
+            proc = subprocess.run([sys.executable, "-m", "dydca_lib.bench.attempts", json.dumps(spec)], env=env,
                                   capture_output=True, text=True)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
             if proc.returncode == 0 and lines:
@@ -275,39 +268,9 @@ def run_attempts(names, wdsr, shape, threads: int, number: int = 3, repeat: int 
     return pd.DataFrame(rows)
 
 
-def attempt_bars(table, title: str = ""):
-    """TVM's speed relative to ONNX Runtime and to PyTorch eager per attempt (1 = as fast; right of
-    the line = TVM faster); attempts that failed are labelled."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(table.attempt)
-    ys = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.4))
-    for k, (col, label) in enumerate((("tvm_vs_ort", "vs ONNX Runtime"), ("tvm_vs_eager", "vs PyTorch eager"))):
-        vals = table[col].to_numpy(float, na_value=np.nan) if col in table else np.full(len(names), np.nan)
-        ax.barh(ys + (k - 0.5) * 0.38, vals, 0.38, label=label)
-    for y, row in zip(ys, table.itertuples()):
-        if isinstance(getattr(row, "error", None), str):
-            ax.text(0.02, y, "failed: " + row.error[:60], va="center", fontsize=7)
-    ax.axvline(1.0, color="k", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_yticks(ys, names, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("TVM speed relative to the peer (log; > 1: TVM faster)")
-    ax.legend(fontsize=7)
-    ax.grid(axis="x", alpha=0.3)
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
 def main(argv=None) -> int:
     spec = json.loads((argv or sys.argv[1:])[0])
-    shape = _Shape(*spec["shape"])  # not compile.StaticShape: importing compile imports tvm
+    shape = StaticShape(*spec["shape"])
     row = measure(ATTEMPTS[spec["attempt"]], spec["model_file"], shape, spec["peer_threads"],
                   spec["number"], spec["repeat"], spec["seed"])
     print(json.dumps(row))
@@ -318,4 +281,4 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 __all__ = ["Attempt", "ATTEMPTS", "attempt_dir", "lowered", "database_for", "build", "tune_attempt", "measure",
-           "run_attempts", "attempt_bars"]
+           "run_attempts"]

@@ -1,8 +1,8 @@
 """Notebook 06's full-frame pipeline on a CUDA GPU, when one is present: the same methods, frames,
-bundles and client code (:mod:`dydca_lib.ondevice`), PyTorch runtimes only (ONNX Runtime's and
+bundles and client code (:mod:`dydca_lib.client`, :mod:`dydca_lib.bench.ondevice`), PyTorch runtimes only (ONNX Runtime's and
 TVM's wheels here are CPU builds).
 
-``python -m dydca_lib.gpu --profile default`` reads notebook 06's parameters of the profile,
+``python -m dydca_lib.bench.gpu --profile default`` reads notebook 06's parameters of the profile,
 loads the trained models from the cache (by default it never trains: a missing model is an error, so a GPU
 machine without the cache fails fast instead of training on the wrong device), and times each
 method on ``torch_ref_cuda`` / ``torch_batched_cuda`` — and on the CPU runtimes of the same
@@ -19,9 +19,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
+from ..client.bundle import CUDA_RUNTIMES
 from . import ondevice as O
+from .timing import machine as machine_info
+from .timing import sgemm_peak
+from .workloads import client_setup
 
 
 def gpu_info() -> dict:
@@ -38,13 +41,13 @@ def gpu_info() -> dict:
 def training_guard(allow: bool):
     """While active, training (``dydca_lib.train.fit``) either fails — a model missing from the
     cache is an error — or, with ``allow``, runs and is listed in the yielded list (its ``desc``)."""
-    from . import train
+    from .. import train
 
     fit, trained = train.fit, []
 
     def guarded(*args, **kwargs):
         if not allow:
-            raise RuntimeError("dydca_lib.gpu only loads cached models: run notebook 04/06 of this profile "
+            raise RuntimeError("dydca_lib.bench.gpu only loads cached models: run notebook 04/06 of this profile "
                                "on the CPU machine first and bring data/ along (or pass --allow-training)")
         trained.append(kwargs.get("desc"))
         return fit(*args, **kwargs)
@@ -60,35 +63,27 @@ def run(profile: str, out_dir: Path | None = None, runtimes=("torch_ref", "torch
         "torch_batched_cuda"), passes: int = 2, warmup: int = 2, allow_training: bool = False) -> Path:
     import torch
 
-    from . import pipeline
-    from .io import ResultDir
-    from .paths import results_dir
-    from .runinfo import run_metadata, seed_everything
+    from .. import pipeline
+    from ..io import ResultDir
+    from ..params import PatchParams
+    from ..paths import results_dir
+    from ..runinfo import run_metadata, seed_everything
 
     p = notebook06_parameters(profile)
     if not torch.cuda.is_available():
-        runtimes = [r for r in runtimes if r not in O.CUDA_RUNTIMES]
+        runtimes = [r for r in runtimes if r not in CUDA_RUNTIMES]
     seed_everything(p["seed"])
     threads = int(p["threads"])
     torch.set_num_threads(threads)
-    suite = O.make_methods(p["methods"], stdo_k=p["stdo_k"], model_blocks=p["model_blocks"], path_blocks=p["path_blocks"],
-                           n_feats=p["model_feats"], expansion=p["model_expansion"], epochs=p["epochs"],
-                           batch_size=p["batch_size"], context=p["context"], lr=p["learning_rate"], seed=p["seed"])
     with training_guard(allow_training) as trained_here:
-        data = pipeline.patch_data(**{k: p[k] for k in pipeline.PATCH_PARAMS})
-        for m in suite.values():
-            m.prepare(data, {})
-    frame_ids = np.unique(np.linspace(0, len(data.frames) - 1, p["bench_frames"]).round().astype(int))
-    clip_res = O.clip_label(data.frames.lr_hw)
-    workloads = {(k, wl.name): wl for k, m in suite.items()
-                 for wl in O.method_workloads(m, data, frame_ids, p["lr_heights"] if k in p["hd_methods"] else [],
-                                              p["patch_size"], p["grid_rows"], p["grid_cols"], p["lr_kernel"])}
+        data = pipeline.patch_data(PatchParams.pick(p))
+        suite, frame_ids, clip_res, workloads = client_setup(data, p)
     with tempfile.TemporaryDirectory(prefix="dydca_gpu_") as work:
         configs = O.build_configs(suite, workloads, list(runtimes), list(runtimes), clip_res, Path(work),
                                   scale=p["scale"], max_batch=p["max_batch"])
         per_frame, startup, outputs = O.time_configs(configs, threads, passes, warmup, p["config_budget_s"])
-        sgemm = O.sgemm_peak(p["sgemm_n"], threads=threads)
-        machine = {**O.machine(threads), **gpu_info()}
+        sgemm = sgemm_peak(p["sgemm_n"], threads=threads)
+        machine = {**machine_info(threads), **gpu_info()}
         latency = O.latency_table(configs, per_frame, startup, sgemm, machine)
         correctness = O.check_outputs(configs, suite, outputs)
     out = ResultDir(out_dir or results_dir(profile, "06_on_device_gpu"))
@@ -110,31 +105,16 @@ def run(profile: str, out_dir: Path | None = None, runtimes=("torch_ref", "torch
 
 
 def notebook06_parameters(profile: str) -> dict:
-    """Notebook 06's parameters as ``make reproduce`` would pass them: its parameters cell's
-    defaults, then the profile's ``common`` keys it declares, then its own section (read without
-    papermill, which a GPU machine may lack)."""
-    import json
+    """Notebook 06's parameters as ``make reproduce`` passes them: its parameters cell's defaults,
+    then what the profile sets for it (:func:`dydca_lib.profiles.notebook_parameters`)."""
+    from ..profiles import load_profile, notebook_defaults, notebook_parameters, notebook_path
 
-    import yaml
-
-    from .paths import params_file, project_root
-
-    nb = json.loads((project_root() / "notebooks" / "06_on_device.ipynb").read_text())
-    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
-    values: dict = {}
-    exec("".join(cell["source"]), {}, values)  # plain annotated assignments of literals
-    cfg = yaml.safe_load(params_file(profile).read_text()) or {}
-    values.update({k: v for k, v in (cfg.get("common") or {}).items() if k in values})
-    own = (cfg.get("notebooks") or {}).get("06_on_device") or {}
-    unknown = sorted(set(own) - set(values))
-    if unknown:
-        raise ValueError(f"params/{profile}.yaml sets {unknown}, which notebook 06 does not declare")
-    values.update(own)
-    return values
+    nb = notebook_path("06_on_device")
+    return {**notebook_defaults(nb), **notebook_parameters(load_profile(profile), nb)}
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m dydca_lib.gpu", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m dydca_lib.bench.gpu", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="default")
     ap.add_argument("--out", help="result folder (default results/<profile>/06_on_device_gpu)")
     ap.add_argument("--allow-training", action="store_true",

@@ -1,4 +1,4 @@
-"""Benchmarks of the compiled Dy-DCA model: latency, planned memory and kernels per variant,
+"""Notebook 05's benchmarks of the compiled Dy-DCA model: latency, planned memory and kernels per variant,
 output agreement with PyTorch, a per-frame estimate, and the paper's headline ratios.
 
 The variants (:data:`VARIANTS`) are the same model run four ways, at one representative batch per
@@ -7,31 +7,32 @@ The variants (:data:`VARIANTS`) are the same model run four ways, at one represe
 * ``torch`` — PyTorch eager on the path with weight norm folded, under ``torch.no_grad``;
 * ``dynamic`` — the naive TVM build (Dy-DCA's "compiler off"): one symbolic-shape executable per
   path, unfused, untuned, buffers planned at the symbolic upper bounds
-  (:class:`~dydca_lib.compile.CompiledDynamicSR` with ``mode="symbolic"``);
+  (:class:`~dydca_lib.compiler.CompiledDynamicSR` with ``mode="symbolic"``);
 * ``static`` — one static function per shape, fused and memory planned, untuned kernels;
 * ``tuned`` — the same with the MetaSchedule database applied (missing when this CPU's target has
   none: the row says so and carries no number).
 
 Memory is the *planned* footprint of the compiled code (inputs and weights excluded), in bytes:
 for static functions, every allocation before ``StaticPlanBlockMemory`` and the storages after it
-(:func:`dydca_lib.compile.memory_estimate`); for the symbolic build, :func:`dynamic_memory`.
-Timings come from :func:`dydca_lib.compile.time_vm` / :func:`~dydca_lib.compile.time_torch`
-(median and std); record :func:`dydca_lib.compile.runtime_info` beside them.
+(:func:`dydca_lib.compiler.memory_estimate`); for the symbolic build, :func:`dynamic_memory`.
+Timings come from :func:`dydca_lib.compiler.runtime.time_vm` / :func:`~dydca_lib.bench.timing.time_torch`
+(median and std); record :func:`dydca_lib.compiler.runtime_info` beside them.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 import torch
 
-from . import compile as C
-from .evaluate import evaluate, frame_protocol
-from .models import DynamicWDSR, fold_weight_norm
-from .patches import extract
+from .. import compiler as C
+from ..evaluate import evaluate, frame_protocol
+from ..models import DynamicWDSR, fold_weight_norm
+from ..patches import extract
+from ..published import PAPER_CLAIMS
+from .timing import time_torch
 
 VARIANTS = {
     "torch": "PyTorch eager",
@@ -39,7 +40,6 @@ VARIANTS = {
     "static": "TVM static fused (untuned)",
     "tuned": "TVM static fused (tuned)",
 }
-PAPER = {"speedup": 1.7, "memory_ratio": 1.61}  # Dy-DCA's compiler on vs off, as the paper states
 
 
 # ---------------------------------------------------------------- shapes and inputs
@@ -53,7 +53,7 @@ def _patch_groups(manifest: pd.DataFrame, context: int) -> pd.DataFrame:
 
 def shape_table(shapes: Iterable[C.StaticShape], manifest: pd.DataFrame, context: int = 0) -> pd.DataFrame:
     """One row per compiled (path, patch shape, batch bucket): the function, and how often frames
-    call it (``calls``, over all frames of the manifest, as :func:`dydca_lib.compile.split_batch`
+    call it (``calls``, over all frames of the manifest, as :func:`dydca_lib.compiler.split_batch`
     runs each frame's patches) and how many real patches those calls carry (the rest is padding)."""
     shapes = sorted(shapes)
     buckets: dict[tuple, list[int]] = {}
@@ -110,7 +110,7 @@ def real_patches(frames, manifest: pd.DataFrame, shape: C.StaticShape, context: 
 # ---------------------------------------------------------------- memory of the symbolic build
 
 def dynamic_memory(sym_mod, shape: C.StaticShape, target=None) -> dict:
-    """Memory and kernels of the naive symbolic build (:func:`dydca_lib.compile.compile_dynamic`)
+    """Memory and kernels of the naive symbolic build (:func:`dydca_lib.compiler.compile_dynamic`)
     when it runs ``shape``.
 
     * ``mem_unplanned_bytes``: every tensor allocation of the unfused build at this shape
@@ -147,7 +147,7 @@ def bench_variants(model: DynamicWDSR, builds: Mapping[str, C.CompiledDynamicSR 
     ``builds``: ``{"dynamic": symbolic build, "static": untuned static build, "tuned": tuned
     static build or None}`` (keys of :data:`VARIANTS`; PyTorch eager is always timed). A ``None``
     build gives a row with ``missing_note`` and no numbers. ``inputs``: float32 NCHW arrays per
-    :class:`~dydca_lib.compile.StaticShape` (e.g. :func:`real_patches`).
+    :class:`~dydca_lib.compiler.StaticShape` (e.g. :func:`real_patches`).
     """
     rows = []
     folded = {}
@@ -161,7 +161,7 @@ def bench_variants(model: DynamicWDSR, builds: Mapping[str, C.CompiledDynamicSR 
             if key == "torch":
                 if shape.path not in folded:
                     folded[shape.path] = fold_weight_norm(model.paths[shape.path]).eval()
-                t = C.time_torch(folded[shape.path], torch.from_numpy(x), number=number, repeat=repeat)
+                t = time_torch(folded[shape.path], torch.from_numpy(x), number=number, repeat=repeat)
                 row["note"] = "memory not planned (allocator)"
             elif builds.get(key) is None:
                 row["note"] = missing_note if key == "tuned" else "not built"
@@ -270,45 +270,9 @@ def headline(table: pd.DataFrame, per_frame: pd.DataFrame) -> dict:
                                             if tuned_ok else None),
         "ms_per_frame": {v: (None if not np.isfinite(x) else round(float(x), 2)) for v, x in pf.ms_per_frame.items()},
         "per_shape": per_shape,
-        "paper_claims": {"speedup": PAPER["speedup"], "memory_ratio": PAPER["memory_ratio"]},
+        "paper_claims": {k: PAPER_CLAIMS[k] for k in ("compiler_speedup", "compiler_memory_saving")},
     }
 
 
-def variant_bars(table: pd.DataFrame, title: str = ""):
-    """Two bar panels, latency (median, std as error bar; log scale) and planned memory (MiB), one
-    group per path/shape and one bar per variant; missing variants are left empty."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups = list(dict.fromkeys(f"path {r.path}\n{r.input_lr} x{r.batch}" for r in table.itertuples()))
-    variants = list(dict.fromkeys(table.variant))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    width = 0.8 / max(1, len(variants))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for k, v in enumerate(variants):
-        g = table[table.variant == v]
-        xs = np.arange(len(groups)) + (k - (len(variants) - 1) / 2) * width
-        axes[0].bar(xs, g.median_ms.to_numpy(float, na_value=np.nan), width,
-                    yerr=g.std_ms.to_numpy(float, na_value=np.nan), label=v,
-                    color=colors[k % len(colors)], capsize=2)
-        axes[1].bar(xs, g.mem_planned_bytes.to_numpy(float, na_value=np.nan) / 2**20, width, label=v, color=colors[k % len(colors)])
-        for x, ms in zip(xs, g.median_ms.to_numpy(float, na_value=np.nan)):
-            if not math.isfinite(ms):
-                axes[0].text(x, axes[0].get_ylim()[0], "missing", rotation=90, ha="center", va="bottom", fontsize=7)
-    axes[0].set_yscale("log")
-    axes[0].set_ylabel("latency per batch (ms, log)")
-    axes[1].set_ylabel("planned memory (MiB)")
-    for ax in axes:
-        ax.set_xticks(np.arange(len(groups)), groups, fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
-    axes[1].legend(fontsize=7, loc="upper left")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-__all__ = ["VARIANTS", "PAPER", "shape_table", "representative_shapes", "real_patches", "dynamic_memory",
-           "bench_variants", "compare_outputs", "frame_psnr", "per_frame_estimate", "headline", "variant_bars"]
+__all__ = ["VARIANTS", "shape_table", "representative_shapes", "real_patches", "dynamic_memory",
+           "bench_variants", "compare_outputs", "frame_psnr", "per_frame_estimate", "headline"]

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from dydca_lib import attempts as A
-from dydca_lib import compile as C
+from dydca_lib import compiler as C
+from dydca_lib.bench import attempts as A
+from dydca_lib.bench import figures as F
+from dydca_lib.compiler import database
 from dydca_lib.models import WDSR, fold_weight_norm
 
 SHAPE = C.StaticShape(0, 8, 10, 2)
@@ -29,16 +31,17 @@ def _max_diff(att, wdsr):
 
 @pytest.mark.parametrize("name", ["untuned", "generic_target_untuned", "nhwc", "prepack"])
 def test_every_variant_computes_the_same_path(tiny, name, tmp_path, monkeypatch):
-    monkeypatch.setattr(C, "TUNING_ROOT", tmp_path)  # no database anywhere: every variant runs untuned
+    monkeypatch.setattr(database, "TUNING_ROOT", tmp_path)  # no database anywhere: every variant runs untuned
     diff, info = _max_diff(A.ATTEMPTS[name], tiny)
     assert diff < 1e-4
     assert info["kernels_tuned"] == 0
-    assert ("mcpu" in info["target"]) == (A.ATTEMPTS[name].mcpu is not None) or not C.has_avx512()
+    wants_mcpu = A.ATTEMPTS[name].mcpu is not None and C.has_avx512()  # "auto" names -mcpu only on AVX-512 CPUs
+    assert ("mcpu" in info["target"]) == wants_mcpu
 
 
 @pytest.mark.parametrize("name", ["prepack", "nhwc"])
 def test_tuned_attempt_database_is_written_and_applied(tiny, name, tmp_path, monkeypatch):
-    monkeypatch.setattr(C, "TUNING_ROOT", tmp_path / "tuning")
+    monkeypatch.setattr(database, "TUNING_ROOT", tmp_path / "tuning")
     monkeypatch.setenv("DYDCA_ROOT", str(tmp_path))
     record = A.tune_attempt(A.ATTEMPTS[name], tiny, SHAPE, trials_per_task=1, progress=False)
     folder = A.attempt_dir(name)
@@ -66,8 +69,10 @@ def test_run_attempts_times_tvm_beside_the_peers_in_a_fresh_process(tiny):
         assert row[col] > 0
     assert row.tvm_vs_ort == pytest.approx(row.ort_ms / row.tvm_ms)
     assert row.max_abs_diff_vs_torch < 1e-4
-    fig = A.attempt_bars(table, "t")
-    assert fig.axes
+    fig = F.attempt_bars(table, "t")
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["untuned", "committed_1_thread"]
+    assert len(ax.patches) == 2 * len(table)  # a bar vs ONNX Runtime and one vs eager per attempt
 
 
 def test_unknown_attempt_is_an_error(tiny):

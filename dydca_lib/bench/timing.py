@@ -1,0 +1,99 @@
+"""Timing helpers and the compute roofline: machine description, the measured sgemm peak,
+FLOPs of a WDSR path and of a frame, per-frame latency summaries, PyTorch eager timing."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import numpy as np
+
+from ..tensors import with_context
+
+
+def machine(threads: int) -> dict:
+    """CPU model, cores this process may use and the thread count every runtime was given."""
+    from ..runinfo import cpu_model
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return {"cpu": cpu_model(), "cores": cores, "threads": int(threads)}
+
+
+def sgemm_peak(n: int = 2048, repeats: int = 5, threads: int | None = None) -> dict:
+    """This CPU's float32 matrix-multiply throughput: ``torch.mm`` of two ``n x n`` matrices.
+
+    Returns the best (``peak_gflops``) and median GFLOP/s over ``repeats`` timed calls (one
+    untimed warm-up), with the thread count: the ceiling of the compute roofline.
+    """
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(n, n, generator=g), torch.rand(n, n, generator=g)
+    torch.mm(a, b)
+    secs = []
+    for _ in range(int(repeats)):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        secs.append(time.perf_counter() - t0)
+    flop = 2.0 * n ** 3
+    return {"n": n, "peak_gflops": flop / min(secs) / 1e9, "median_gflops": flop / statistics.median(secs) / 1e9,
+            "repeats": int(repeats), "threads": torch.get_num_threads()}
+
+
+def wdsr_flops(config: dict, h: int, w: int) -> float:
+    """FLOPs (2 x multiply-adds) of one WDSR path on one ``h x w`` LR input: its convolutions
+    (head, blocks, tail, 5x5 skip); biases, ReLU, additions and PixelShuffle are left out."""
+    c, f, e = config.get("n_colors", 3), config["n_feats"], config["expansion"]
+    s, b = config["scale"], config["n_blocks"]
+    out = c * s * s
+    macs_per_px = 9 * c * f + b * (9 * f * f * e * 2) + 9 * f * out + 25 * c * out
+    return 2.0 * macs_per_px * h * w
+
+
+
+def frame_flops(units: dict, plan, context: int) -> float:
+    """Useful FLOPs of one frame (a :class:`~dydca_lib.client.plan.FramePlan`): every patch (with
+    context) through its unit, no padding."""
+    total = 0.0
+    for u, h, w in zip(plan.path, plan.h, plan.w):
+        total += wdsr_flops(units[int(u)].config, *with_context(h, w, context))
+    return total
+
+
+def latency_summary(rows, flops_per_frame: float, peak_gflops: float | None = None) -> dict:
+    """Median/p95/mean per-frame latency, FPS (frames / total time), switch share, achieved GFLOP/s
+    (useful FLOPs / median compute time) and its share of the sgemm peak."""
+    total = np.array([r["total_ms"] for r in rows], dtype=float)
+    comp = np.array([r["compute_ms"] for r in rows], dtype=float)
+    sw = np.array([r["switch_ms"] for r in rows], dtype=float)
+    med_c = float(np.median(comp))
+    out = {"frames_timed": len(rows), "median_ms": float(np.median(total)), "p95_ms": float(np.percentile(total, 95)),
+           "mean_ms": float(total.mean()), "fps": float(1e3 / total.mean()), "median_compute_ms": med_c,
+           "switch_ms_total": float(sw.sum()), "switches": int((sw > 0).sum()),
+           "gflop_per_frame": flops_per_frame / 1e9, "achieved_gflops": flops_per_frame / med_c / 1e6}
+    out["share_of_sgemm_peak"] = out["achieved_gflops"] / peak_gflops if peak_gflops else float("nan")
+    return out
+
+
+def time_torch(fn, *args, number: int = 3, repeat: int = 7, warmup: int = 1) -> dict:
+    """Latency of ``fn(*args)`` in PyTorch eager under ``torch.no_grad``: median and std over
+    ``repeat`` runs (each the mean of ``number`` calls, ``time.perf_counter``), in ms."""
+    import torch
+
+    times = []
+    with torch.no_grad():
+        for _ in range(warmup):
+            fn(*args)
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            for _ in range(number):
+                fn(*args)
+            times.append((time.perf_counter() - t0) / number)
+    return {"median_ms": statistics.median(times) * 1e3, "std_ms": float(np.std(times)) * 1e3, "repeat": repeat,
+            "number": number, "threads": torch.get_num_threads()}

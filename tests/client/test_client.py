@@ -1,0 +1,115 @@
+"""The client (dydca_lib.client) on tiny shapes: ONNX export, the full-frame pipeline of every
+runtime against evaluate.super_resolve_patches + stitch, size routing, model switching, and that
+a device without PyTorch can import it. No timing is asserted anywhere."""
+
+import os
+
+os.environ.setdefault("TVM_NUM_THREADS", "2")
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dydca_lib.client.bundle import CUDA_RUNTIMES, RUNTIMES, export_bundle, export_onnx
+from dydca_lib.client.loop import Client
+from dydca_lib.client.plan import Workload, plans_from_manifest, size_routing, switches
+from dydca_lib.models import WDSR, fold_weight_norm, super_resolve
+
+from .helpers import CONTEXT, SCALE, reference_frame, tiny_workload
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return tiny_workload()
+
+
+def test_onnx_export_matches_pytorch(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
+    torch.manual_seed(1)
+    wdsr = WDSR(scale=2, n_blocks=1, n_feats=4, expansion=2).eval()
+    f = tmp_path / "p.onnx"
+    assert export_onnx(wdsr, f) > 0
+    sess = ort.InferenceSession(str(f), providers=["CPUExecutionProvider"])
+    for shape in [(1, 3, 8, 8), (3, 3, 12, 10)]:  # dynamic batch, H and W
+        x = torch.rand(*shape)
+        with torch.no_grad():
+            want = wdsr(x).numpy()
+        got = sess.run(None, {"x": x.numpy()})[0]
+        assert got.shape == want.shape
+        assert np.abs(got - want).max() < 1e-4
+
+
+@pytest.mark.parametrize("runtime", list(RUNTIMES))
+def test_full_frame_pipeline_matches_evaluate(setup, runtime, tmp_path):
+    if runtime in CUDA_RUNTIMES and not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU here")
+    model, manifest, lr, wl = setup
+    want = reference_frame(model, lr, manifest)
+    units = {p: m for p, m in enumerate(model.paths)}
+    bundle = export_bundle(units, runtime, tmp_path / runtime, scale=SCALE, context=CONTEXT, plans=wl.plans,
+                             dynamic=model, routing=size_routing(wl), tuned=False, cache_dir=tmp_path / "cache")
+    client = Client(bundle, wl, threads=2)
+    sr, switch_ms, compute_ms = client.frame(0)
+    assert sr.shape == want.shape == (28, 36, 3) and sr.dtype == np.uint8
+    assert switch_ms == 0 and compute_ms > 0
+    diff = np.abs(sr.astype(int) - want.astype(int))
+    if runtime in ("torch_ref", "torch_batched"):
+        assert diff.max() == 0  # same arithmetic as the evaluation path
+    else:  # float noise (~1e-6) may flip a rounding to the next 8-bit level
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+    rows = client.run(passes=1, warmup=1)
+    assert len(rows) == 1 and rows[0]["total_ms"] > 0
+
+
+def test_cuda_runtime_without_a_gpu_is_a_clear_error(setup, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    model, manifest, lr, wl = setup
+    bundle = export_bundle({p: m for p, m in enumerate(model.paths)}, "torch_batched_cuda", tmp_path, scale=SCALE,
+                             context=CONTEXT, plans=wl.plans)
+    assert bundle["runtime"] == "torch_batched_cuda" and bundle["device"] == "cuda"
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+        Client(bundle, wl, threads=1)
+
+
+def test_reference_routes_by_size_one_patch_at_a_time(setup, tmp_path):
+    model, manifest, lr, wl = setup
+    bundle = export_bundle({p: m for p, m in enumerate(model.paths)}, "torch_ref", tmp_path, scale=SCALE,
+                             context=CONTEXT, dynamic=model, routing=size_routing(wl))
+    client = Client(bundle, wl, threads=1)
+    assert client.one_at_a_time and client.engine.routes_by_size
+    assert client.engine.route(4, 4) == 0 and client.engine.route(8, 8) == 1
+
+
+def test_switching_client_loads_each_chunk_model(tmp_path):
+    torch.manual_seed(0)
+    units = {0: WDSR(scale=2, n_blocks=1, n_feats=4).eval(), 1: WDSR(scale=2, n_blocks=1, n_feats=4).eval()}
+    lr = {i: np.random.default_rng(i).integers(0, 256, size=(10, 12, 3), dtype=np.uint8) for i in range(3)}
+    man = pd.DataFrame({"frame": [0, 1, 2], "y": 0, "x": 0, "h": 10, "w": 12, "path": [0, 0, 1]})
+    wl = Workload("chunks", lr, plans_from_manifest(man, [0, 1, 2]), {0: 0, 1: 0, 2: 1})
+    assert switches(units, wl)
+    bundle = export_bundle(units, "torch_batched", tmp_path, scale=2, context=0)
+    client = Client(bundle, wl, threads=1, switching=True)
+    assert client.engine.loaded == set()
+    rows = client.run(passes=2, warmup=0)
+    sw = [r["switch_ms"] > 0 for r in rows]
+    assert sw == [True, False, True, True, False, True]  # chunk 0 -> 0 -> 1, then back to 0 ...
+    assert client.engine.loaded == {1}
+    for i, u in zip(range(3), [0, 0, 1]):  # each frame through its chunk's model
+        with torch.no_grad():
+            assert np.array_equal(client.frame(i)[0], super_resolve(fold_weight_norm(units[u]), lr[i]))
+
+
+def test_client_imports_without_torch():
+    """A device has no PyTorch: every client module imports with torch made unimportable."""
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import dydca_lib.client.bundle, dydca_lib.client.engines, dydca_lib.client.loop, dydca_lib.client.plan\n"
+            "assert 'tvm' not in sys.modules and 'pandas' not in sys.modules\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
