@@ -1,0 +1,64 @@
+"""Parameters defined once: every notebook declares the shared parameters with the defaults of
+dydca_lib.params.PatchParams, and notebook 06 runs on exactly the models notebook 04 trains."""
+
+import dataclasses
+
+import pytest
+
+from dydca_lib import pipeline
+from dydca_lib.params import PATCH_PARAMS, PatchParams
+from dydca_lib.profiles import load_profile, notebook_defaults, notebook_parameters, notebook_path, notebook_paths
+
+NOTEBOOKS = notebook_paths()
+DEFAULTS = PatchParams().asdict()
+
+
+def _normal(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_shared_parameters_have_the_library_defaults(path):
+    declared = notebook_defaults(path)
+    for name in set(declared) & set(PATCH_PARAMS):
+        assert _normal(declared[name]) == DEFAULTS[name], f"{path.stem}: {name} = {declared[name]!r}, " \
+                                                          f"PatchParams says {DEFAULTS[name]!r}"
+
+
+@pytest.mark.parametrize("stem", ["02_patch_clustering", "03_dynamic_training", "05_tvm_compile_tune", "06_on_device"])
+def test_patch_notebooks_declare_every_shared_parameter(stem):
+    assert set(PATCH_PARAMS) <= set(notebook_defaults(notebook_path(stem)))
+
+
+def test_notebook_04_declares_every_shared_parameter_but_the_clip_and_scale():
+    declared = set(notebook_defaults(notebook_path("04_baseline_comparison")))
+    assert set(PATCH_PARAMS) - declared == {"video", "scale"} and {"videos", "scales"} <= declared
+
+
+def test_patch_params_reject_unknown_names_and_pick_known_ones():
+    with pytest.raises(TypeError, match="grid_row"):
+        PatchParams(grid_row=3)
+    p = PatchParams.pick({"grid_rows": 5, "split_thresholds": [0.3], "threads": 2})
+    assert p.grid_rows == 5 and p.split_thresholds == (0.3,) and p == dataclasses.replace(p)
+    with pytest.raises(TypeError):
+        pipeline.patch_data(max_frame=3)  # a typo fails before any work
+
+
+# what notebook 06 must share with notebook 04 so that it loads 04's trained models instead of training others
+SAME_AS_04 = [*PATCH_PARAMS, "model_blocks", "model_feats", "model_expansion", "path_blocks", "epochs", "batch_size",
+              "learning_rate", "context"]
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default", "full"])
+def test_notebook_06_runs_notebook_04s_models(profile):
+    cfg = load_profile(profile)
+    if "06_on_device" not in cfg["notebooks"] or "04_baseline_comparison" not in cfg["notebooks"]:
+        pytest.skip(f"profile {profile} does not run both")
+    nb04, nb06 = notebook_path("04_baseline_comparison"), notebook_path("06_on_device")
+    p04 = {**notebook_defaults(nb04), **notebook_parameters(cfg, nb04)}
+    p06 = {**notebook_defaults(nb06), **notebook_parameters(cfg, nb06)}
+    for name in SAME_AS_04:
+        if name in ("video", "scale"):
+            continue
+        assert _normal(p06[name]) == _normal(p04[name]), f"{profile}: notebook 06 {name}={p06[name]!r}, 04 has {p04[name]!r}"
+    assert p06["video"] in p04["videos"] and p06["scale"] in p04["scales"] and p06["stdo_k"] in p04["stdo_ks"]
