@@ -1,8 +1,12 @@
 """dydca_lib: the library behind the Dy-DCA reproduction notebooks.
 
-Data flows one way and imports follow it:
-``sources``/``video`` (clips, decode, LR, chunks) -> ``metrics`` -> ``figures`` -> ``reproduce``.
-Small shared helpers (``paths``, ``io``, ``runinfo``) may be imported from anywhere.
+Data flows one way and imports follow it (a module imports only from its left, plus the shared
+helpers ``paths``, ``io``, ``runinfo``, ``published``):
+
+data (``sources``, ``video``, ``metrics``, ``patches``, ``tensors``) -> learning (``models``,
+``train``, ``general``, ``params``, ``pipeline``, ``evaluate``, ``methods``, ``comparison``) ->
+``compiler`` (all TVM building) -> ``client`` (what a device runs; no torch) -> ``bench`` (the
+experiments of notebooks 05/06) -> ``figures``, ``report`` -> ``reproduce``.
 """
 
 __version__ = "0.1.0"

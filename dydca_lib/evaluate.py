@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from .metrics import psnr, psnr_from_mse, rgb_to_y
 from .models import to_tensor, to_uint8
 from .patches import extract, stitch
+from .tensors import drop_context
 from .video import FrameSet, bicubic_resize
 
 PROTOCOLS = {
@@ -64,12 +65,9 @@ def super_resolve_patches(upscaler, lr: np.ndarray, manifest: pd.DataFrame, scal
         manifest = manifest.assign(path=0)
     pieces = extract(lr, manifest, context=context)
     out = [None] * len(manifest)
-    c = context * scale
     for (_, _, path), g in manifest.groupby(["h", "w", "path"], sort=False):
         idx = g.index.to_numpy()
-        sr = upscaler(np.stack([pieces[i] for i in idx]), int(path))
-        if c:
-            sr = sr[:, c:sr.shape[1] - c, c:sr.shape[2] - c]
+        sr = drop_context(upscaler(np.stack([pieces[i] for i in idx]), int(path)), context, scale)
         for i, p in zip(idx, sr):
             out[i] = p
     return out
@@ -155,3 +153,26 @@ def frame_protocol(frames_df: pd.DataFrame) -> pd.Series:
     """Mean of per-frame PSNR (RGB, Y) and SSIM (Y)."""
     return pd.Series({"frames": len(frames_df), "psnr_rgb": frames_df.psnr_rgb.mean(),
                       "psnr_y": frames_df.psnr_y.mean(), "ssim_y": frames_df.ssim_y.mean()})
+
+
+def compare_upscalers(upscalers: dict, frames: FrameSet, manifest: pd.DataFrame, train_ids, heldout_ids,
+                      keep_frames: tuple = ()) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Every upscaler on the same patches (``manifest``, e.g. Dy-DCA's), under both protocols.
+
+    ``upscalers``: ``{name: (upscaler, context, parameters)}``. Returns ``(table, per_path, kept)``:
+    one row per upscaler (patch level on ``train_ids``, full frame on ``heldout_ids``), the
+    patch-level PSNR (RGB) per path with one column per upscaler, and each one's SR frames of
+    ``keep_frames``.
+    """
+    rows, per_path, kept = [], [], {}
+    for name, (up, ctx, n_params) in upscalers.items():
+        patch_res, _, _ = evaluate(up, frames, manifest, train_ids, ctx, desc=f"{name}: training frames")
+        _, frame_res, kept[name] = evaluate(up, frames, manifest, heldout_ids, ctx, desc=f"{name}: held-out frames",
+                                            keep_frames=tuple(int(f) for f in keep_frames))
+        p, f = patch_protocol(patch_res), frame_protocol(frame_res)
+        rows.append({"method": name, "models": 0 if n_params == 0 else 1, "parameters": n_params, "context_lr_px": ctx,
+                     "patch_psnr_rgb": p.psnr_rgb, "patch_psnr_y": p.psnr_y, "frame_psnr_rgb": f.psnr_rgb,
+                     "frame_psnr_y": f.psnr_y, "frame_ssim_y": f.ssim_y})
+        per_path.append(patch_protocol(patch_res, by="path").assign(method=name))
+    path_table = pd.concat(per_path).pivot(index="path", columns="method", values="psnr_rgb").reset_index()
+    return pd.DataFrame(rows), path_table, kept

@@ -70,11 +70,20 @@ class Method:
     name = "method"
     context = 0
 
-    def prepare(self, data: PatchData, cfg: dict) -> None:
+    def prepare(self, data: PatchData) -> None:
         self.data = data
 
     def models(self) -> dict[str, torch.nn.Module]:
         return {}
+
+    def units(self) -> dict[int, torch.nn.Module]:
+        """The networks a client runs, keyed by the ``path`` its manifests name: Dy-DCA's paths,
+        STDO's k bin models, one model per chunk, the one model per video. Trained methods only."""
+        raise ValueError(f"{self.name}: not a trained method; it has no units to deploy")
+
+    def dynamic_model(self) -> DynamicWDSR | None:
+        """The method's one dynamic model (Dy-DCA), or None."""
+        return None
 
     def patch_manifest(self, frame_ids) -> pd.DataFrame:
         """Patches scored under the patch-level protocol (``path`` = model/path id)."""
@@ -137,8 +146,8 @@ class _Trained(Method):
     def build(self, model_id: int) -> torch.nn.Module:
         return WDSR(scale=self.data.frames.scale, **self.size)
 
-    def prepare(self, data: PatchData, cfg: dict | None = None) -> None:
-        super().prepare(data, cfg)
+    def prepare(self, data: PatchData) -> None:
+        super().prepare(data)
         sets = self.training_sets()
         lr_frames, hr_frames = data.load_frames(sorted(set().union(*(set(m.frame) for m in sets.values()))))
         self._models, self.histories, seconds, lr_px = {}, {}, 0.0, 0
@@ -162,7 +171,23 @@ class _Trained(Method):
                            "lr_pixels_per_s": round(lr_px / seconds, 1) if seconds else None}
 
     def models(self):
-        return {f"{self.name}[{k}]": m for k, m in self._models.items()}
+        return {f"{self.name}[{k}]": m for k, m in self._trained().items()}
+
+    def _trained(self) -> dict[int, torch.nn.Module]:
+        if not getattr(self, "_models", None):
+            raise ValueError(f"{self.name}: not prepared (call prepare(data) first)")
+        return self._models
+
+    def units(self):
+        dyn = self.dynamic_model()
+        if dyn is not None:
+            return dict(enumerate(dyn.paths))
+        return {int(k): m for k, m in self._trained().items()}
+
+    def dynamic_model(self):
+        models = self._trained()
+        m = models.get(0) if len(models) == 1 else None
+        return m if isinstance(m, DynamicWDSR) else None
 
     def upscaler(self):
         ups = {k: model_upscaler(m, routed=isinstance(m, DynamicWDSR)) for k, m in self._models.items()}

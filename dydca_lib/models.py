@@ -168,6 +168,12 @@ def fold_weight_norm(model: nn.Module) -> nn.Module:
     return plain.train(model.training)
 
 
+def unit_params(model: nn.Module) -> list[np.ndarray]:
+    """A network's weights (weight norm folded) as float32 arrays in state-dict order: the order
+    its compiled TVM functions take them in, and what a TVM client bundle ships."""
+    return [t.detach().cpu().numpy().astype(np.float32) for t in fold_weight_norm(model).state_dict().values()]
+
+
 MODEL_CLASSES = {"WDSR": WDSR, "DynamicWDSR": DynamicWDSR}
 
 

@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .tensors import padded_for_patches, with_context
+
 from .metrics import psnr, psnr_from_mse
 from .video import FrameSet
 
@@ -120,13 +122,13 @@ def extract(img: np.ndarray, manifest: pd.DataFrame, scale: int = 1, context: in
     out as ``h + 2c x w + 2c``); anything outside the frame (context at the border, overhang under
     the ``pad`` policy) repeats the edge pixels.
     """
-    H, W = img.shape[:2]
-    c = context
     hmax, wmax = int((manifest.y + manifest.h).max()) * scale, int((manifest.x + manifest.w).max()) * scale
-    pad = ((c, max(0, hmax - H) + c), (c, max(0, wmax - W) + c)) + ((0, 0),) * (img.ndim - 2)
-    padded = np.pad(img, pad, mode="edge") if any(p for pair in pad for p in pair) else img
-    return [padded[y * scale:(y + h) * scale + 2 * c, x * scale:(x + w) * scale + 2 * c]
-            for y, x, h, w in manifest[["y", "x", "h", "w"]].itertuples(index=False)]
+    padded = padded_for_patches(img, hmax, wmax, context)
+    out = []
+    for y, x, h, w in manifest[["y", "x", "h", "w"]].itertuples(index=False):
+        hc, wc = with_context(h * scale, w * scale, context)
+        out.append(padded[y * scale:y * scale + hc, x * scale:x * scale + wc])
+    return out
 
 
 def stitch(patches: list[np.ndarray], manifest: pd.DataFrame, out_hw: tuple[int, int], scale: int = 1) -> np.ndarray:

@@ -1,8 +1,8 @@
 """The shared, cached first stages every notebook after 01 needs: frames, chunks, the general
 model, patch labels and the Dy-DCA manifest.
 
-Notebooks 02-06 declare the same data/patching parameters (``PATCH_PARAMS``; the profiles set
-them once in ``common``) and call :func:`patch_data`, so each notebook runs on its own and they
+Notebooks 02-06 declare the same data/patching parameters (:class:`~dydca_lib.params.PatchParams`;
+the profiles set them once in ``common``) and call :func:`patch_data`, so each notebook runs on its own and they
 all see identical patches. The expensive parts are cached on disk: frames (``video``), the
 general model (``general``) and the labels (``data/cache/labels-<hash>``), keyed by everything
 that determines them.
@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import io
 import json
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,12 +27,9 @@ from . import patches as P
 from . import video as videolib
 from .io import atomic_write_bytes
 from .models import super_resolve
+from .params import PatchParams
 from .paths import data_dir
 
-PATCH_PARAMS = ("video", "scale", "max_frames", "chunk_seconds", "fps", "heldout_every", "heldout_policy",
-                "lr_kernel", "patch_size", "grid_rows", "grid_cols", "patch_policy", "levels", "threshold_mode",
-                "split_thresholds", "general_blocks", "general_feats", "general_expansion", "general_steps",
-                "general_batch", "general_patch", "general_clips", "general_frames_per_clip", "seed")
 LABELS_VERSION = 1
 
 
@@ -93,25 +91,26 @@ def cached_labels(frames: videolib.FrameSet, frame_ids, geom: P.PatchGeometry, n
     return labels, per_frame
 
 
-def patch_data(video="cityCC0", scale=2, max_frames=50, chunk_seconds=1.0, fps=0.0, heldout_every=10,
-               heldout_policy="interleaved", lr_kernel="pil", patch_size=0, grid_rows=10, grid_cols=20,
-               patch_policy="pad", levels=2, threshold_mode="quantile", split_thresholds=(0.5,),
-               general_blocks=2, general_feats=16, general_expansion=2, general_steps=100, general_batch=16,
-               general_patch=32, general_clips=(), general_frames_per_clip=6, seed=0) -> PatchData:
-    """Frames, chunks, general model, labels and the Dy-DCA manifest for one set of parameters."""
-    frames = videolib.prepare_frames(video, scale, max_frames=max_frames or None, lr_kernel=lr_kernel, fps=fps or None)
-    chunks, frame_table = videolib.plan_frames(len(frames), frames.fps, chunk_seconds, heldout_every, heldout_policy)
-    if patch_size:
-        geom = P.PatchGeometry(*frames.lr_hw, patch_size, patch_size, levels, patch_policy)
+def patch_data(params: PatchParams | None = None, **changes) -> PatchData:
+    """Frames, chunks, general model, labels and the Dy-DCA manifest for one set of parameters:
+    ``params`` (default :class:`~dydca_lib.params.PatchParams`) with ``changes`` applied, e.g.
+    ``patch_data(video="bikes", scale=3)``; an unknown name is a ``TypeError``."""
+    p = dataclasses.replace(params or PatchParams(), **changes)
+    frames = videolib.prepare_frames(p.video, p.scale, max_frames=p.max_frames or None, lr_kernel=p.lr_kernel,
+                                     fps=p.fps or None)
+    chunks, frame_table = videolib.plan_frames(len(frames), frames.fps, p.chunk_seconds, p.heldout_every,
+                                               p.heldout_policy)
+    if p.patch_size:
+        geom = P.PatchGeometry(*frames.lr_hw, p.patch_size, p.patch_size, p.levels, p.patch_policy)
     else:
-        geom = P.PatchGeometry.from_grid(frames.lr_hw, grid_rows, grid_cols, levels, patch_policy)
-    spec = general.GeneralSpec(scale=scale, n_blocks=general_blocks, n_feats=general_feats,
-                               expansion=general_expansion, steps=general_steps, batch_size=general_batch,
-                               patch=general_patch, seed=seed, lr_kernel=lr_kernel, clips=tuple(general_clips),
-                               frames_per_clip=general_frames_per_clip)
-    net, history, info = general.general_model(spec, video)
+        geom = P.PatchGeometry.from_grid(frames.lr_hw, p.grid_rows, p.grid_cols, p.levels, p.patch_policy)
+    spec = general.GeneralSpec(scale=p.scale, n_blocks=p.general_blocks, n_feats=p.general_feats,
+                               expansion=p.general_expansion, steps=p.general_steps, batch_size=p.general_batch,
+                               patch=p.general_patch, seed=p.seed, lr_kernel=p.lr_kernel, clips=p.general_clips,
+                               frames_per_clip=p.general_frames_per_clip)
+    net, history, info = general.general_model(spec, p.video)
     labels, general_frames = cached_labels(frames, frame_table.frame, geom, net, info)
     train = frame_table.frame[frame_table.split == "train"]
-    thresholds = P.resolve_thresholds(labels[labels.frame.isin(train)], list(split_thresholds), threshold_mode)
+    thresholds = P.resolve_thresholds(labels[labels.frame.isin(train)], list(p.split_thresholds), p.threshold_mode)
     manifest = P.coarse_to_fine(labels, thresholds).merge(frame_table[["frame", "chunk", "split"]], on="frame")
     return PatchData(frames, chunks, frame_table, geom, net, history, info, labels, general_frames, thresholds, manifest)

@@ -24,7 +24,7 @@ SECTIONS = {
     "06_on_device_gpu": "The same client pipeline on a CUDA GPU (PyTorch)",
 }
 NOT_RUN = {"06_on_device_gpu": "*not run: needs a CUDA GPU and this profile's cached models "
-                               "(`python -m dydca_lib.gpu --profile <profile>` on a GPU machine)*"}
+                               "(`python -m dydca_lib.bench.gpu --profile <profile>` on a GPU machine)*"}
 REPORT_NOTEBOOK = "07_report"
 # the tables worth reading first, per notebook (others are linked)
 KEY_TABLES = {
@@ -62,7 +62,7 @@ def _claims_table(profile_dir: Path) -> str:
             measured = f"{headline[key]:.2f}" if key in headline else "not measured"
         rows.append(f"| {label} | {PAPER_CLAIMS[claim]} | {measured} |")
     gpu = profile_dir / "06_on_device_gpu" / "metrics.json"
-    if gpu.exists():  # measured on a GPU machine (python -m dydca_lib.gpu), not on this CPU
+    if gpu.exists():  # measured on a GPU machine (python -m dydca_lib.bench.gpu), not on this CPU
         meta = json.loads(gpu.read_text())
         for res, fps in meta.get("headline", {}).get("fps_dydca", {}).items():
             if "torch_batched_cuda" in fps:

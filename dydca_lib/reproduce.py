@@ -15,7 +15,6 @@ whenever another notebook ran. ``--force`` runs everything.
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import json
 import sys
@@ -23,60 +22,17 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from .io import ResultDir, atomic_write_text
-from .paths import PACKAGE_DIR, params_file, project_root, results_dir
-
-
-def notebook_paths() -> list[Path]:
-    return sorted((project_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-
-
-def load_profile(profile: str) -> dict:
-    path = params_file(profile)
-    if not path.exists():
-        known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
-        raise SystemExit(f"no profile {profile!r} ({path} is missing); known profiles: {known}")
-    return yaml.safe_load(path.read_text()) or {}
-
-
-@functools.lru_cache(maxsize=None)
-def _inspect(path: str, mtime_ns: int) -> frozenset:
-    import papermill as pm
-
-    return frozenset(pm.inspect_notebook(path))
-
-
-def declared_parameters(notebook: Path) -> frozenset:
-    """The parameter names of a notebook's parameters cell (read once per file version)."""
-    return _inspect(str(notebook), notebook.stat().st_mtime_ns)
-
-
-def notebook_parameters(cfg: dict, notebook: Path) -> dict:
-    """The notebook's parameters: the ``common`` ones it declares, then its own section.
-
-    A key in the notebook's own section that it does not declare is an error (a typo would
-    otherwise be ignored silently); so is a ``common`` key that no notebook declares.
-    """
-    declared = declared_parameters(notebook)
-    own = cfg.get("notebooks", {}).get(notebook.stem) or {}
-    unknown = sorted(set(own) - set(declared))
-    if unknown:
-        raise SystemExit(f"{notebook.name} has no parameter(s) {unknown}; it declares {sorted(declared)}")
-    everywhere = set().union(*(declared_parameters(nb) for nb in notebook_paths()))
-    orphans = sorted(set(cfg.get("common", {})) - everywhere)
-    if orphans:
-        raise SystemExit(f"common parameter(s) {orphans} are declared by no notebook")
-    common = {k: v for k, v in cfg.get("common", {}).items() if k in declared}
-    return {**common, **own}
+from .paths import PACKAGE_DIR, results_dir
+from .profiles import load_profile, notebook_parameters, notebook_paths
 
 
 def code_version() -> str:
-    """A hash of the library sources (any change to dydca_lib re-runs every notebook)."""
+    """A hash of the library sources, subpackages included (any change to dydca_lib re-runs every notebook)."""
     h = hashlib.sha256()
-    for p in sorted(PACKAGE_DIR.glob("*.py")):
-        h.update(p.name.encode() + p.read_bytes())
+    for p in sorted(PACKAGE_DIR.rglob("*.py")):
+        h.update(p.relative_to(PACKAGE_DIR).as_posix().encode() + p.read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -33,6 +33,7 @@ from .io import atomic_write_bytes
 from .models import build_model, model_record, to_tensor
 from .patches import extract
 from .paths import data_dir
+from .tensors import hr_margin
 
 
 @dataclass
@@ -144,7 +145,7 @@ class BucketedPatchSource:
             if rng.random() < 0.5:
                 lr, hr = lr[:, ::-1], hr[:, ::-1]
         path = int(rows.path.iloc[0]) if self.has_path else None
-        return Batch(to_tensor(np.ascontiguousarray(lr)), to_tensor(np.ascontiguousarray(hr)), path, c * s)
+        return Batch(to_tensor(np.ascontiguousarray(lr)), to_tensor(np.ascontiguousarray(hr)), path, hr_margin(c, s))
 
 
 @dataclass

@@ -29,7 +29,7 @@ def test_every_method_trains_evaluates_and_reports_its_size(tiny_data):
                          "STDO joint (k=2)", "Dy-DCA"]
     rows = {}
     for m in suite:
-        m.prepare(tiny_data, {})
+        m.prepare(tiny_data)
         rows[m.name] = M.evaluate_method(m, tiny_data, tiny_data.train_ids[::4], tiny_data.heldout_ids)["row"]
     assert rows["bicubic"]["models"] == 0 and rows["one model per chunk"]["models"] == 3
     assert rows["STDO k=2"]["models"] == 2 and rows["Dy-DCA"]["models"] == 1

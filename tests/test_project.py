@@ -8,7 +8,7 @@ import papermill as pm
 import pytest
 import yaml
 
-from dydca_lib.reproduce import load_profile, notebook_parameters, notebook_paths
+from dydca_lib.profiles import load_profile, notebook_parameters, notebook_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = notebook_paths()
@@ -24,7 +24,9 @@ def test_environment_yml_mirrors_requirements():
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert pins(pip_section) == req
     assert "python=3.11" in env["dependencies"]
-    assert "torch==2.13.0" in req and "apache-tvm-ffi==0.1.14.post1" in req
+    pinned = {line.split("==")[0] for line in req}
+    # an open range would pull a multi-GB CUDA torch, or a tvm-ffi that segfaults: these three stay exact
+    assert {"torch", "apache-tvm", "apache-tvm-ffi"} <= pinned
 
 
 def test_there_are_notebooks():
