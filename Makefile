@@ -6,12 +6,20 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# your own video: `make reproduce VIDEO=clip.mp4 PARAMS="scale=3 max_frames=100"` (results/<profile>-clip.../)
+VIDEO ?=
+PARAMS ?=
+REPRODUCE_ARGS = --profile $(PROFILE) $(if $(VIDEO),--video '$(VIDEO)') $(foreach p,$(PARAMS),-p '$(p)')
+# Jupyter refuses to run as root without --allow-root (containers run as root); only then is it passed
+LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: help install data reproduce test test-unit test-notebooks lab clean clean-results
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 	@echo "  PROFILE=smoke|default|full (now: $(PROFILE)) selects params/<profile>.yaml"
+	@echo "  VIDEO=path/to/clip.mp4 (or a VSD4K folder) runs reproduce on your video; results/<profile>-<name>/"
+	@echo "  PARAMS=\"name=value ...\" overrides notebook parameters in reproduce (values are YAML literals)"
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,8 +33,8 @@ install: $(STAMP)  ## create .venv and install the pinned packages
 data: $(STAMP)  ## fetch and verify the clips the profile needs (into data/)
 	$(PY) -m dydca_lib.sources fetch --profile $(PROFILE)
 
-reproduce: data  ## run every notebook headless with papermill; results/<profile>/
-	$(PY) -m dydca_lib.reproduce --profile $(PROFILE)
+reproduce: $(STAMP)  ## run every notebook headless (papermill); results/<profile>/ (VIDEO=: your video)
+	$(PY) -m dydca_lib.reproduce $(REPRODUCE_ARGS)
 
 test: test-unit test-notebooks  ## unit tests + notebooks under nbval (smoke defaults)
 
@@ -36,8 +44,8 @@ test-unit: data
 test-notebooks: data
 	$(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
 
-lab: $(STAMP)  ## open JupyterLab on the notebooks
-	$(VENV)/bin/jupyter lab notebooks/
+lab: $(STAMP)  ## JupyterLab on the notebooks, on 127.0.0.1 with a token (as root too)
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 $(LAB_ROOT_FLAG) notebooks/
 
 clean-results:  ## delete results/<profile>/
 	rm -rf results/$(PROFILE)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import matplotlib
 
 matplotlib.use("Agg")  # headless under papermill/nbval; notebooks still display returned figures
@@ -189,22 +191,65 @@ def method_crops(frames: FrameSet, patches: pd.DataFrame, sr_by_method: dict, sc
     return fig
 
 
+EQUAL_SIZE = " (= size)"  # label suffix of notebook 04's equal-size variants (methods.method_suite)
+
+
+def method_colors(methods) -> dict:
+    """A distinct colour per method: Dy-DCA red, every other method its own hue, and an
+    equal-size variant the light shade of its method's hue (tab20 pairs), so variants read as kin."""
+    base = list(dict.fromkeys(m.replace(EQUAL_SIZE, "") for m in methods))
+    hues = [3] + [h for h in range(10) if h not in (3, 7)] + [7]  # red first, grey (the reference) last
+    hue = {b: hues[0] if b == "Dy-DCA" else None for b in base}
+    free = itertools.cycle(hues[1:])
+    for b in base:
+        if hue[b] is None:
+            hue[b] = next(free)
+    return {m: plt.cm.tab20(2 * hue[m.replace(EQUAL_SIZE, "")] + (EQUAL_SIZE in m)) for m in methods}
+
+
+def _count_label(x, _pos=None) -> str:
+    return f"{x / 1e6:g}M" if x >= 1e6 else f"{x / 1e3:g}k" if x >= 1e3 else f"{x:g}"
+
+
 def psnr_vs_size(results: pd.DataFrame, metric: str, ylabel: str):
-    """PSNR against total parameters, one panel per clip x scale; marker size = number of models."""
+    """PSNR against total parameters, one panel per clip x scale; marker size = number of models.
+
+    Methods without parameters (bicubic) are horizontal reference lines, so the x axis spans only
+    the trained methods (log, ticks at 1-2-5 in k/M); each method has its own colour
+    (:func:`method_colors`), equal-size variants a square marker."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
     groups = list(results.groupby(["video", "scale"], sort=False))
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4), squeeze=False)
-    methods = list(dict.fromkeys(results.method))
-    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.6 * len(groups), 4.2), squeeze=False)
+    colors = method_colors(list(dict.fromkeys(results.method)))
+    handles = {}
     for ax, ((video, scale), g) in zip(axes[0], groups):
-        for r in g.itertuples():
-            ax.scatter(max(r.parameters, 1), getattr(r, metric), s=40 + 30 * r.models, color=colors[r.method],
-                       label=f"{r.method} ({r.models} models)", edgecolor="k", lw=0.5)
-        ax.set_xscale("log")
-        ax.set_xlabel("total parameters (log; bicubic plotted at 1)")
+        g = g[np.isfinite(g[metric].astype(float))]
+        trained, reference = g[g.parameters > 0], g[g.parameters <= 0]
+        for r in reference.itertuples():
+            handles[r.method] = ax.axhline(getattr(r, metric), color="0.45", ls="--", lw=1.2,
+                                           label=f"{r.method} (no model)")
+            ax.annotate(f"{r.method} {getattr(r, metric):.2f} dB", (0.01, getattr(r, metric)),
+                        xycoords=("axes fraction", "data"), va="bottom", fontsize=7, color="0.35")
+        for r in trained.itertuples():
+            handles[r.method] = ax.scatter(r.parameters, getattr(r, metric), s=40 + 30 * min(r.models, 10),
+                                           color=colors[r.method], marker="s" if EQUAL_SIZE in r.method else "o",
+                                           edgecolor="k", lw=0.5, zorder=3,
+                                           label=f"{r.method} ({r.models} model{'s' * (r.models != 1)})")
+        if len(trained):
+            lo, hi = trained.parameters.min(), trained.parameters.max()
+            ax.set_xscale("log")
+            ax.set_xlim(lo / 1.35, hi * 1.35)  # the trained methods fill the axis, whatever their spread
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(_count_label))
+            ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("total parameters of the method's models (log)")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{video} x{scale}", fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    order = [m for m in colors if m in handles]
+    axes[0, -1].legend([handles[m] for m in order], [handles[m].get_label() for m in order], fontsize=7,
+                       loc="center left", bbox_to_anchor=(1.02, 0.5), markerscale=0.7)
     fig.tight_layout()
     return fig
 

@@ -52,16 +52,30 @@ def load_profile(profile: str) -> dict:
     return yaml.safe_load(path.read_text()) or {}
 
 
-@functools.lru_cache(maxsize=None)
-def _inspect(path: str, mtime_ns: int) -> frozenset:
+@functools.cache
+def _inspect(path: str, mtime_ns: int) -> dict:
     import papermill as pm
 
-    return frozenset(pm.inspect_notebook(path))
+    return {name: p["inferred_type_name"] for name, p in pm.inspect_notebook(path).items()}
+
+
+def declared_types(notebook: Path) -> dict:
+    """``{name: type name}`` of a notebook's parameters cell (read once per file version)."""
+    return dict(_inspect(str(notebook), notebook.stat().st_mtime_ns))
 
 
 def declared_parameters(notebook: Path) -> frozenset:
-    """The parameter names of a notebook's parameters cell (read once per file version)."""
-    return _inspect(str(notebook), notebook.stat().st_mtime_ns)
+    """The parameter names of a notebook's parameters cell."""
+    return frozenset(declared_types(notebook))
+
+
+def parameter_types() -> dict[str, set]:
+    """Every parameter any notebook declares, with the type name(s) the notebooks give it."""
+    types: dict[str, set] = {}
+    for nb in notebook_paths():
+        for k, t in declared_types(nb).items():
+            types.setdefault(k, set()).add(t)
+    return types
 
 
 def notebook_parameters(cfg: dict, notebook: Path) -> dict:

@@ -71,11 +71,29 @@ def _claims_table(profile_dir: Path) -> str:
     return ("| claim | paper (phone) | measured here (this CPU) |\n|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
+def _run_line(root: Path) -> str | None:
+    """What ``reproduce`` ran into this folder when it was not a profile as is (``runs/run.json``):
+    the profile, the user's video and the ``-p`` overrides."""
+    path = root / "runs" / "run.json"
+    if not path.exists():
+        return None
+    run = json.loads(path.read_text())
+    if not run.get("video") and not run.get("overrides"):
+        return None
+    what = [f"profile `{run['profile']}`"] + ([f"video `{run['video']}`"] if run.get("video") else [])
+    what += [f"`{k}={json.dumps(v) if not isinstance(v, str) else v}`" for k, v in sorted(run.get("overrides", {}).items())]
+    return "Run on " + ", ".join(what) + "; every other setting is the profile's."
+
+
 def build_report(profile: str) -> Path:
+    """``results/<profile>/REPORT.md`` and ``REPORT.html``; ``profile`` is the results folder's name
+    (a profile, or ``<profile>-<video name>`` for a run on the user's video)."""
     root = results_dir(profile)
-    lines = [f"# Dy-DCA reproduction — profile `{profile}`", "",
-             "Every number below was computed by this run's notebooks; tables name their protocol. "
-             "Published numbers are shown only beside ours, for orientation.", ""]
+    run_line = _run_line(root)
+    lines = [f"# Dy-DCA reproduction — {'results' if run_line else 'profile'} `{profile}`", "",
+             *([run_line, ""] if run_line else []),
+             ("Every number below was computed by this run's notebooks; tables name their protocol. "
+              "Published numbers are shown only beside ours, for orientation."), ""]
     meta = None
     for nb in SECTIONS:
         if (root / nb / "metrics.json").exists():
