@@ -176,3 +176,24 @@ def compare_upscalers(upscalers: dict, frames: FrameSet, manifest: pd.DataFrame,
         per_path.append(patch_protocol(patch_res, by="path").assign(method=name))
     path_table = pd.concat(per_path).pivot(index="path", columns="method", values="psnr_rgb").reset_index()
     return pd.DataFrame(rows), path_table, kept
+
+
+PRECISION_TOLERANCE_DB = 0.05
+
+
+def precision_deltas(table: pd.DataFrame, reference: str, tolerance_db: float = PRECISION_TOLERANCE_DB) -> pd.DataFrame:
+    """:func:`compare_upscalers`' table with each PSNR's change against the ``reference`` row
+    (``d_<metric>``, dB), the largest of them in magnitude (``delta_vs_fp32_db``, signed) and
+    whether it stays within ``tolerance_db``."""
+    if reference not in set(table.method):
+        raise ValueError(f"reference {reference!r} is not a row of the table ({list(table.method)})")
+    metrics = ["patch_psnr_rgb", "frame_psnr_rgb", "frame_psnr_y"]
+    ref = table.set_index("method").loc[reference, metrics]
+    out = table[["method", *metrics, "frame_ssim_y"]].copy()
+    deltas = out[metrics] - ref
+    for m in metrics:
+        out[f"d_{m}"] = deltas[m].round(3)
+    worst = deltas.abs().to_numpy().argmax(axis=1)
+    out["delta_vs_fp32_db"] = [round(float(deltas.iloc[i, j]), 3) for i, j in enumerate(worst)]
+    out["within_0_05_db"] = out.delta_vs_fp32_db.abs() <= tolerance_db
+    return out

@@ -34,7 +34,7 @@ from .evaluate import bicubic_upscaler, model_upscaler
 from .models import WDSR, DynamicWDSR, count_parameters
 from .patches import quantile_bins
 from .pipeline import PatchData
-from .train import BucketedPatchSource, FitConfig, train_or_load
+from .train import BucketedPatchSource, FitConfig, train_or_load, training_speed
 
 
 def state_bytes(model: torch.nn.Module) -> int:
@@ -133,9 +133,11 @@ class _Trained(Method):
     """Methods made of WDSR models each trained on a subset of the training patches."""
 
     def __init__(self, n_blocks: int = 4, n_feats: int = 32, expansion: int = 2, epochs: float = 1.0,
-                 batch_size: int = 16, context: int = 2, lr: float = 1e-3, seed: int = 0, label: str | None = None):
+                 batch_size: int = 16, context: int = 2, lr: float = 1e-3, seed: int = 0, label: str | None = None,
+                 precision: str = "auto"):
         self.size = dict(n_blocks=n_blocks, n_feats=n_feats, expansion=expansion)
         self.epochs, self.batch_size, self.context, self.lr, self.seed = epochs, batch_size, context, lr, seed
+        self.precision = precision  # training precision (train.FitConfig): "auto" is bf16 where native
         if label:
             self.name = label
 
@@ -146,6 +148,12 @@ class _Trained(Method):
     def build(self, model_id: int) -> torch.nn.Module:
         return WDSR(scale=self.data.frames.scale, **self.size)
 
+    def _source(self, model, manifest, lr_frames, hr_frames) -> BucketedPatchSource:
+        if not isinstance(model, DynamicWDSR):
+            manifest = manifest.drop(columns=["path"], errors="ignore")
+        return BucketedPatchSource(manifest, lr_frames, hr_frames, self.data.frames.scale, self.batch_size,
+                                   self.context, self.seed)
+
     def prepare(self, data: PatchData) -> None:
         super().prepare(data)
         sets = self.training_sets()
@@ -153,11 +161,10 @@ class _Trained(Method):
         self._models, self.histories, seconds, lr_px = {}, {}, 0.0, 0
         for model_id, manifest in sets.items():
             model = self.build(model_id)
-            src = BucketedPatchSource(manifest.drop(columns=["path"], errors="ignore") if not isinstance(model, DynamicWDSR)
-                                      else manifest, lr_frames, hr_frames, data.frames.scale, self.batch_size,
-                                      self.context, self.seed)
+            src = self._source(model, manifest, lr_frames, hr_frames)
             steps = max(1, math.ceil(self.epochs * src.steps_per_epoch))
-            fit_cfg = FitConfig(steps=steps, lr=self.lr, checkpoint_every=src.steps_per_epoch, seed=self.seed)
+            fit_cfg = FitConfig(steps=steps, lr=self.lr, checkpoint_every=src.steps_per_epoch, seed=self.seed,
+                                precision=self.precision)
             cells = manifest[["frame", "y", "x", "h", "w"]].to_numpy(dtype=np.int64)  # not pandas' hash: it varies by version
             key = {"method": type(self).__name__, "model_id": model_id, "frames": data.frames.identity(),
                    "manifest": hashlib.sha256(np.ascontiguousarray(cells).tobytes()).hexdigest()[:16],
@@ -168,7 +175,17 @@ class _Trained(Method):
             seconds += info["seconds"]
             lr_px += int(history.lr_pixels.sum())
         self.train_info = {"train_seconds": round(seconds, 1), "train_lr_megapixels": round(lr_px / 1e6, 2),
-                           "lr_pixels_per_s": round(lr_px / seconds, 1) if seconds else None}
+                           "lr_pixels_per_s": round(lr_px / seconds, 1) if seconds else None,
+                           "train_precision": info["precision"]}
+
+    def training_speed(self, data: PatchData, steps: int = 10, settings: dict | None = None) -> pd.DataFrame:
+        """:func:`~dydca_lib.train.training_speed` of model 0's training step on its own patches
+        (fresh, untrained models; nothing is cached)."""
+        self.data = data
+        manifest = self.training_sets()[0]
+        lr_frames, hr_frames = data.load_frames(sorted(set(manifest.frame)))
+        src = self._source(self.build(0), manifest, lr_frames, hr_frames)
+        return training_speed(lambda: self.build(0), src, steps=steps, settings=settings)
 
     def models(self):
         return {f"{self.name}[{k}]": m for k, m in self._trained().items()}
@@ -360,14 +377,14 @@ def dynamic_model_size(scale: int, path_blocks: list, n_feats: int = 32, expansi
 def method_suite(scale: int, n_chunks: int, *, kernel: str = "pil", stdo_ks=(2,), joint_k: int = 4,
                  joint_shares=None, model_blocks: int = 4, path_blocks=(4, 2), n_feats: int = 32,
                  expansion: int = 2, epochs: float = 1.0, batch_size: int = 16, context: int = 2,
-                 lr: float = 1e-3, seed: int = 0, equal_size: bool = False) -> list[Method]:
+                 lr: float = 1e-3, seed: int = 0, equal_size: bool = False, precision: str = "auto") -> list[Method]:
     """The paper's main-table methods with one shared training budget (see the module doc).
 
     ``equal_size`` adds per-video, per-chunk and STDO variants whose models together have about
     Dy-DCA's parameter count.
     """
     kw = dict(n_feats=n_feats, expansion=expansion, epochs=epochs, batch_size=batch_size, context=context,
-              lr=lr, seed=seed)
+              lr=lr, seed=seed, precision=precision)
     bic, gen = Bicubic(kernel), General()
     bic.context = gen.context = context  # same patches as the trained methods under the patch-level protocol
     suite = [bic, gen, PerVideo(n_blocks=model_blocks, **kw), PerChunk(n_blocks=model_blocks, **kw)]

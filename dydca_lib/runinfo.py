@@ -52,6 +52,22 @@ def package_versions(names=TRACKED_PACKAGES) -> dict[str, str]:
     return out
 
 
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where unreadable, e.g. not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+# the reduced-precision features a CPU client or trainer can use (recorded with every run)
+PRECISION_FLAGS = ("avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_bf16", "amx_int8")
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -67,6 +83,7 @@ def machine_info() -> dict:
     return {
         "cpu_model": cpu_model(),
         "logical_cpus": os.cpu_count(),
+        "cpu_precision_flags": [f for f in PRECISION_FLAGS if f in cpu_flags()],
         "platform": platform.platform(),
         "threads_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "TVM_NUM_THREADS")},
     }

@@ -10,6 +10,11 @@ run. Two sources:
   path its patches are routed to (the dynamic model, STDO's per-bin models, ...). Batches of
   larger patches hold proportionally fewer patches, so every step sees the same pixel count.
 
+**Speed.** :func:`fit` trains in channels-last layout and, where the hardware has native bf16
+(AMX / AVX512-BF16 on a CPU, bf16 tensor cores on CUDA), under bf16 autocast with fp32 master
+weights and an fp32 loss (``FitConfig.precision="auto"``); elsewhere in fp32. The precision a
+model was trained with is part of its cache key and recorded in its history.
+
 Checkpoints are plain dicts of tensors and numbers, loadable with ``torch.load(weights_only=True)``.
 """
 
@@ -33,7 +38,10 @@ from .io import atomic_write_bytes
 from .models import build_model, model_record, to_tensor
 from .patches import extract
 from .paths import data_dir
+from .runinfo import cpu_flags
 from .tensors import hr_margin
+
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -156,12 +164,34 @@ class FitConfig:
     checkpoint_every: int = 100
     seed: int = 0
     device: str = "auto"  # "auto": CUDA when present, else CPU
+    precision: str = "auto"  # "auto": bf16 autocast where the hardware has native bf16, else fp32
+    channels_last: bool = True  # NHWC activations (oneDNN's fast convolution layout on CPUs)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively: AMX or AVX512-BF16 on a CPU (oneDNN uses them;
+    elsewhere bf16 is emulated and slower than fp32), bf16 support on CUDA."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"`` -> ``"bf16"`` where :func:`native_bf16`, else ``"fp32"``; ``"bf16"`` where it is
+    not native is an error (it would train slower than fp32, not faster)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision == "bf16" and not native_bf16(device):
+        raise ValueError(f"precision 'bf16': {device} has no native bf16 (CPU flags amx_bf16/avx512_bf16); use fp32")
+    return precision
 
 
 def save_checkpoint(path: Path, **state) -> None:
@@ -191,14 +221,21 @@ def run_model(model: nn.Module, batch: Batch) -> torch.Tensor:
     return out[..., c:out.shape[-2] - c, c:out.shape[-1] - c] if c else out
 
 
+def _memory_format(channels_last: bool):
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def fit(model: nn.Module, source, cfg: FitConfig, checkpoint: Path | None = None, desc: str = "train") -> pd.DataFrame:
     """Train ``model`` on ``source`` for ``cfg.steps`` batches (L1, Adam, cosine schedule).
 
     With ``checkpoint``, state is saved every ``cfg.checkpoint_every`` steps (and at the end) and
-    a rerun resumes from it. Returns the history: step, loss, lr, patches, lr_pixels, seconds.
+    a rerun resumes from it. Returns the history: step, loss, lr, patches, lr_pixels, seconds,
+    precision. The model comes back on the CPU in the default (NCHW) layout, in fp32.
     """
     device = resolve_device(cfg.device)
-    model.to(device)
+    precision = resolve_precision(cfg.precision, device)
+    fmt = _memory_format(cfg.channels_last)
+    model.to(device=device, memory_format=fmt)
     torch.manual_seed(cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.steps), eta_min=cfg.lr_min)
@@ -219,31 +256,72 @@ def fit(model: nn.Module, source, cfg: FitConfig, checkpoint: Path | None = None
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=desc, leave=False)
     for step in bar:
         batch = source.batch(step)
-        lr_b, hr_b = batch.lr.to(device), batch.hr.to(device)
-        loss = loss_fn(run_model(model, Batch(lr_b, hr_b, batch.path, batch.crop)), hr_b)
+        lr_b = batch.lr.to(device).contiguous(memory_format=fmt)
+        hr_b = batch.hr.to(device).contiguous(memory_format=fmt)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = run_model(model, Batch(lr_b, hr_b, batch.path, batch.crop))
+        loss = loss_fn(out.float(), hr_b)  # the loss (and every weight update) in fp32
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         history.append({"step": step + 1, "loss": loss.item(), "lr": sched.get_last_lr()[0],
                         "patches": int(lr_b.shape[0]), "lr_pixels": int(lr_b.shape[0] * lr_b.shape[2] * lr_b.shape[3]),
-                        "seconds": time.perf_counter() - t0})
+                        "seconds": time.perf_counter() - t0, "precision": precision})
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if checkpoint is not None and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
-            save_checkpoint(checkpoint, model=model.state_dict(), optimizer=opt.state_dict(),
+            save_checkpoint(checkpoint, model=_plain_state(model), optimizer=opt.state_dict(),
                             scheduler=sched.state_dict(), torch_rng=torch.get_rng_state(),
                             history=history, step=step + 1, config=record)
-    model.to("cpu").eval()
-    return pd.DataFrame(history, columns=["step", "loss", "lr", "patches", "lr_pixels", "seconds"])
+    model.to(device="cpu", memory_format=torch.contiguous_format).eval()
+    return pd.DataFrame(history, columns=["step", "loss", "lr", "patches", "lr_pixels", "seconds", "precision"])
+
+
+def _plain_state(model: nn.Module) -> dict:
+    """The state dict on the CPU in the default layout (checkpoints never depend on how we trained)."""
+    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
 
 
 def throughput(history: pd.DataFrame) -> dict:
     """Patches/s and LR pixels/s over a training history (wall time of the steps recorded)."""
     secs = float(history.seconds.iloc[-1]) if len(history) else 0.0
-    return {"steps": len(history), "seconds": round(secs, 2),
+    precision = history["precision"].iloc[-1] if len(history) and "precision" in history else "fp32"
+    return {"steps": len(history), "seconds": round(secs, 2), "precision": precision,
             "patches_per_s": round(history.patches.sum() / secs, 2) if secs else None,
             "lr_pixels_per_s": round(history.lr_pixels.sum() / secs, 1) if secs else None}
+
+
+TRAINING_SETTINGS = {  # (precision, channels_last): the trainer before and after the speed-up, and the step between
+    "fp32 NCHW (before)": ("fp32", False),
+    "fp32 channels-last": ("fp32", True),
+    "bf16 channels-last (auto)": ("bf16", True),
+}
+
+
+def training_speed(make_model, source, steps: int = 20, warmup: int = 3, settings: dict | None = None,
+                   device: str = "auto") -> pd.DataFrame:
+    """LR pixels/s of :func:`fit`'s training step for each ``{label: (precision, channels_last)}``
+    (default :data:`TRAINING_SETTINGS`), on the same batches of ``source`` and a fresh
+    ``make_model()`` each; settings the hardware lacks are rows with ``supported=False``.
+    Measured interleaved, one setting after another, so machine load hits all of them alike."""
+    dev = resolve_device(device)
+    rows = []
+    for label, (precision, channels_last) in (settings or TRAINING_SETTINGS).items():
+        row = {"setting": label, "precision": precision, "channels_last": channels_last,
+               "supported": precision != "bf16" or native_bf16(dev)}
+        if row["supported"]:
+            torch.manual_seed(0)
+            cfg = FitConfig(steps=warmup + steps, seed=0, device=device, precision=precision, channels_last=channels_last)
+            hist = fit(make_model(), source, cfg, desc=label)
+            timed = hist.iloc[warmup:]
+            secs = float(timed.seconds.iloc[-1] - hist.seconds.iloc[warmup - 1]) if warmup else float(timed.seconds.iloc[-1])
+            row.update(steps=steps, seconds=round(secs, 3), lr_pixels_per_s=round(timed.lr_pixels.sum() / secs, 1))
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if "lr_pixels_per_s" in out:
+        out["speedup_vs_before"] = (out.lr_pixels_per_s / out.lr_pixels_per_s.iloc[0]).round(2)
+    return out
 
 
 def train_or_load(model: nn.Module, source, cfg: FitConfig, key: dict, name: str,
@@ -254,7 +332,10 @@ def train_or_load(model: nn.Module, source, cfg: FitConfig, key: dict, name: str
     fit config, so a changed parameter trains a new model and an unchanged one costs a file read.
     Returns ``(model, history, info)``.
     """
-    record = {"key": key, "model": model_record(model), "fit": asdict(cfg) | {"device": "any"}}
+    device = resolve_device(cfg.device)
+    # the precision actually used (bf16 and fp32 training give different weights); the device does not count
+    record = {"key": key, "model": model_record(model),
+              "fit": asdict(cfg) | {"device": "any", "precision": resolve_precision(cfg.precision, device)}}
     digest = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:12]
     cache_dir = cache_dir or data_dir() / "models"
     final = cache_dir / f"{name}-{digest}.pt"

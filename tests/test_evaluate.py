@@ -114,3 +114,18 @@ def test_scoring_on_common_cells_weights_pixels_not_patches():
     a, _, _ = E.evaluate(distorted, frames, fine_manifest, [0], context=2)
     b, _, _ = E.evaluate(distorted, frames, fine_manifest, [0], context=2, score_cells=cells)
     assert a.mse_rgb.min() > 0 and np.array_equal(a.mse_rgb.to_numpy(), b.mse_rgb.to_numpy())
+
+
+def test_precision_deltas_read_the_largest_change_against_the_reference():
+    import pandas as pd
+
+    from dydca_lib.evaluate import precision_deltas
+
+    t = pd.DataFrame({"method": ["fp32", "bf16"], "patch_psnr_rgb": [30.0, 30.01], "frame_psnr_rgb": [31.0, 30.93],
+                      "frame_psnr_y": [32.0, 32.02], "frame_ssim_y": [0.9, 0.9]})
+    out = precision_deltas(t, "fp32").set_index("method")
+    assert out.loc["fp32", "delta_vs_fp32_db"] == 0 and out.loc["fp32", "within_0_05_db"]
+    assert out.loc["bf16", "delta_vs_fp32_db"] == -0.07 and not out.loc["bf16", "within_0_05_db"]
+    assert out.loc["bf16", "d_patch_psnr_rgb"] == 0.01
+    with pytest.raises(ValueError, match="not a row"):
+        precision_deltas(t, "int8")

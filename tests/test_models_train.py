@@ -5,6 +5,7 @@ import torch
 
 from dydca_lib import general
 from dydca_lib.models import DynamicWDSR, WDSR, count_parameters, fold_weight_norm, model_record, super_resolve
+from dydca_lib import train
 from dydca_lib.train import BucketedPatchSource, FitConfig, RandomPatchSampler, fit, load_model, save_checkpoint
 
 
@@ -61,7 +62,8 @@ def test_bucketed_source_batches_are_same_size_and_cover_each_epoch():
     assert [list(x) for x in src.plan(1)] != [list(x) for x in src.plan(0)]  # reshuffled per epoch
 
 
-def test_killed_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
+@pytest.mark.parametrize("precision", ["fp32", "auto"])  # auto: bf16 on CPUs with AMX/AVX512-BF16
+def test_killed_training_resumes_to_the_same_weights(tmp_path, monkeypatch, precision):
     lr, hr = tiny_frames()
 
     def fresh():
@@ -71,7 +73,7 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
         return model, BucketedPatchSource(tiny_manifest(), lr, hr, scale=2, batch_size=4, context=1, seed=0)
 
     model, src = fresh()
-    cfg = FitConfig(steps=3 * src.steps_per_epoch, checkpoint_every=src.steps_per_epoch, seed=0)
+    cfg = FitConfig(steps=3 * src.steps_per_epoch, checkpoint_every=src.steps_per_epoch, seed=0, precision=precision)
     ref = fit(model, src, cfg)
     ref_state = {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -146,3 +148,45 @@ def test_general_model_is_cached_and_excludes_the_evaluated_video(tmp_root):
     assert general.training_sources(general.GeneralSpec(clips=("bikes", "cityCC0")), "cityCC0") == ["bikes"]
     lr = np.zeros((10, 12, 3), np.uint8)
     assert super_resolve(again, lr).shape == (20, 24, 3)
+
+
+def test_training_precision_follows_the_hardware(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(train, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
+    assert train.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(train, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert train.resolve_precision("auto", cpu) == "fp32"
+    with pytest.raises(ValueError, match="no native bf16"):
+        train.resolve_precision("bf16", cpu)
+    with pytest.raises(ValueError, match="use one of"):
+        train.resolve_precision("fp16", cpu)
+
+
+def test_fast_training_gives_back_a_plain_fp32_model_and_records_its_precision():
+    sampler = RandomPatchSampler(pairs(), 2, (8, 8), batch_size=4)
+    losses = {}
+    for precision in ["fp32", train.resolve_precision("auto", torch.device("cpu"))]:
+        torch.manual_seed(0)
+        m = WDSR(scale=2, n_blocks=1, n_feats=8, expansion=2)
+        hist = fit(m, sampler, FitConfig(steps=2, seed=0, precision=precision, channels_last=True))
+        assert set(hist.precision) == {precision}
+        for name, p in m.state_dict().items():
+            assert p.dtype == torch.float32 and p.is_contiguous(), name
+        losses[precision] = hist.loss.iloc[0]
+    # the first step's loss (same weights, same batch) agrees to bf16's ~3 significant digits
+    assert losses["fp32"] == pytest.approx(list(losses.values())[-1], rel=2e-2)
+
+
+def test_the_model_cache_keys_the_training_precision(tmp_path, monkeypatch):
+    sampler = RandomPatchSampler(pairs(), 2, (8, 8), batch_size=2)
+    files = []
+    for precision in ["fp32", "bf16"]:  # what "auto" resolves to on a CPU without / with native bf16
+        monkeypatch.setattr(train, "resolve_precision", lambda p, d, precision=precision: precision)
+        monkeypatch.setattr(train, "fit", lambda *a, precision=precision, **k: pd.DataFrame(
+            [{"step": 1, "loss": 0.1, "lr": 1e-3, "patches": 2, "lr_pixels": 128, "seconds": 0.1,
+              "precision": precision}]))
+        m = WDSR(scale=2, n_blocks=0, n_feats=4, expansion=2)
+        _, _, info = train.train_or_load(m, sampler, FitConfig(steps=1), {"k": 1}, "m", cache_dir=tmp_path)
+        files.append(info["cache_file"])
+        assert info["precision"] == precision
+    assert files[0] != files[1]

@@ -9,16 +9,12 @@ import re
 import tvm
 
 from . import CompileError, available_cpus
-from ..runinfo import cpu_model
+from ..runinfo import cpu_flags, cpu_model
 
 
 def has_avx512() -> bool:
     """Whether this CPU reports the ``avx512f`` flag in /proc/cpuinfo (False where unreadable)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and " avx512f" in line for line in f)
-    except OSError:
-        return False
+    return "avx512f" in cpu_flags()
 
 
 def cpu_target(num_cores: int | None = None, mcpu: str | None = "auto") -> "tvm.target.Target":
