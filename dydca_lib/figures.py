@@ -211,39 +211,54 @@ def _count_label(x, _pos=None) -> str:
     return f"{x / 1e6:g}M" if x >= 1e6 else f"{x / 1e3:g}k" if x >= 1e3 else f"{x:g}"
 
 
-def psnr_vs_size(results: pd.DataFrame, metric: str, ylabel: str):
-    """PSNR against total parameters, one panel per clip x scale; marker size = number of models.
+X_AXES = {  # psnr_vs_size's x axes: column -> (label, tick formatter)
+    "parameters": ("total parameters of the method's models (log)", "count"),
+    "gflop_per_frame": ("client GFLOP per frame, patch context included (log)", "plain"),
+}
 
-    Methods without parameters (bicubic) are horizontal reference lines, so the x axis spans only
-    the trained methods (log, ticks at 1-2-5 in k/M); each method has its own colour
+
+def psnr_vs_size(results: pd.DataFrame, metric: str, ylabel: str, x: str = "parameters"):
+    """PSNR against total parameters (or ``x="gflop_per_frame"``, the client's compute), one panel
+    per clip x scale; marker size = number of models; error bars = the seed std where
+    ``results`` has ``<metric>_std`` (:func:`dydca_lib.comparison.over_seeds`).
+
+    Methods with no cost on the x axis (bicubic) are horizontal reference lines, so the axis spans
+    only the trained methods (log, ticks at 1-2-5); each method has its own colour
     (:func:`method_colors`), equal-size variants a square marker."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
+    if x not in X_AXES:
+        raise ValueError(f"x={x!r}: use one of {', '.join(X_AXES)}")
+    xlabel, ticks = X_AXES[x]
     groups = list(results.groupby(["video", "scale"], sort=False))
     fig, axes = plt.subplots(1, len(groups), figsize=(5.6 * len(groups), 4.2), squeeze=False)
     colors = method_colors(list(dict.fromkeys(results.method)))
     handles = {}
     for ax, ((video, scale), g) in zip(axes[0], groups):
         g = g[np.isfinite(g[metric].astype(float))]
-        trained, reference = g[g.parameters > 0], g[g.parameters <= 0]
+        trained, reference = g[g[x] > 0], g[g[x] <= 0]
         for r in reference.itertuples():
             handles[r.method] = ax.axhline(getattr(r, metric), color="0.45", ls="--", lw=1.2,
                                            label=f"{r.method} (no model)")
             ax.annotate(f"{r.method} {getattr(r, metric):.2f} dB", (0.01, getattr(r, metric)),
                         xycoords=("axes fraction", "data"), va="bottom", fontsize=7, color="0.35")
         for r in trained.itertuples():
-            handles[r.method] = ax.scatter(r.parameters, getattr(r, metric), s=40 + 30 * min(r.models, 10),
+            xv, yv = getattr(r, x), getattr(r, metric)
+            std = getattr(r, f"{metric}_std", float("nan"))
+            if np.isfinite(std):
+                ax.errorbar(xv, yv, yerr=std, color=colors[r.method], lw=1, capsize=3, zorder=2)
+            handles[r.method] = ax.scatter(xv, yv, s=40 + 30 * min(r.models, 10),
                                            color=colors[r.method], marker="s" if EQUAL_SIZE in r.method else "o",
                                            edgecolor="k", lw=0.5, zorder=3,
                                            label=f"{r.method} ({r.models} model{'s' * (r.models != 1)})")
         if len(trained):
-            lo, hi = trained.parameters.min(), trained.parameters.max()
+            lo, hi = trained[x].min(), trained[x].max()
             ax.set_xscale("log")
             ax.set_xlim(lo / 1.35, hi * 1.35)  # the trained methods fill the axis, whatever their spread
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-            ax.xaxis.set_major_formatter(FuncFormatter(_count_label))
+            ax.xaxis.set_major_formatter(FuncFormatter(_count_label if ticks == "count" else _plain_label))
             ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xlabel("total parameters of the method's models (log)")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(f"{video} x{scale}", fontsize=10)
         ax.grid(alpha=0.3)
@@ -252,6 +267,10 @@ def psnr_vs_size(results: pd.DataFrame, metric: str, ylabel: str):
                        loc="center left", bbox_to_anchor=(1.02, 0.5), markerscale=0.7)
     fig.tight_layout()
     return fig
+
+
+def _plain_label(value, _pos=None) -> str:
+    return f"{value:g}"
 
 
 def psnr_per_chunk(per_frame: pd.DataFrame):

@@ -31,9 +31,10 @@ import pandas as pd
 import torch
 
 from .evaluate import bicubic_upscaler, model_upscaler
-from .models import WDSR, DynamicWDSR, count_parameters
+from .models import WDSR, DynamicWDSR, count_parameters, wdsr_flops
 from .patches import quantile_bins
 from .pipeline import PatchData
+from .tensors import with_context
 from .train import BucketedPatchSource, FitConfig, train_or_load, training_speed
 
 
@@ -69,6 +70,7 @@ class Method:
 
     name = "method"
     context = 0
+    trained = False  # whether training (and so the seed) changes the method's output
 
     def prepare(self, data: PatchData) -> None:
         self.data = data
@@ -101,6 +103,26 @@ class Method:
         """Bytes of per-patch side information the client needs besides the models."""
         return 0
 
+    def networks(self) -> dict[int, torch.nn.Module]:
+        """The networks the client runs, keyed by manifest ``path`` (empty for bicubic)."""
+        try:
+            return self.units()
+        except ValueError:
+            return dict(enumerate(self.models().values()))
+
+    def gflop_per_frame(self, frame_ids) -> float:
+        """The client's compute (GFLOP per frame, mean over ``frame_ids``): every inference patch of
+        :meth:`frame_manifest`, with its context, through its network (convolutions only)."""
+        nets = self.networks()
+        if not nets:
+            return 0.0
+        manifest = self.frame_manifest(frame_ids)
+        total = 0.0
+        for path, h, w in zip(manifest.path, manifest.h, manifest.w):
+            net = nets[int(path)] if len(nets) > 1 else next(iter(nets.values()))
+            total += wdsr_flops(net.config, *with_context(int(h), int(w), self.context))
+        return total / manifest.frame.nunique() / 1e9
+
     def describe(self) -> dict:
         models = self.models()
         params = sum(count_parameters(m) for m in models.values())
@@ -132,6 +154,8 @@ class General(Method):
 class _Trained(Method):
     """Methods made of WDSR models each trained on a subset of the training patches."""
 
+    trained = True
+
     def __init__(self, n_blocks: int = 4, n_feats: int = 32, expansion: int = 2, epochs: float = 1.0,
                  batch_size: int = 16, context: int = 2, lr: float = 1e-3, seed: int = 0, label: str | None = None,
                  precision: str = "auto"):
@@ -160,6 +184,7 @@ class _Trained(Method):
         lr_frames, hr_frames = data.load_frames(sorted(set().union(*(set(m.frame) for m in sets.values()))))
         self._models, self.histories, seconds, lr_px = {}, {}, 0.0, 0
         for model_id, manifest in sets.items():
+            torch.manual_seed(1_000_003 * self.seed + model_id)  # the initial weights follow the seed, not the call order
             model = self.build(model_id)
             src = self._source(model, manifest, lr_frames, hr_frames)
             steps = max(1, math.ceil(self.epochs * src.steps_per_epoch))
@@ -364,7 +389,7 @@ def evaluate_method(method: Method, data: PatchData, train_ids, heldout_ids, kee
     _, per_frame, kept = evaluate(up, data.frames, method.frame_manifest(heldout_ids), heldout_ids, method.context,
                                   desc=f"{method.name}: full-frame", keep_frames=tuple(keep_frames))
     p, f = patch_protocol(patches), frame_protocol(per_frame)
-    row = {**method.describe(), "patch_psnr_rgb": p.psnr_rgb, "patch_psnr_y": p.psnr_y,
+    row = {**method.describe(), "gflop_per_frame": method.gflop_per_frame(heldout_ids), "patch_psnr_rgb": p.psnr_rgb, "patch_psnr_y": p.psnr_y,
            "frame_psnr_rgb": f.psnr_rgb, "frame_psnr_y": f.psnr_y, "frame_ssim_y": f.ssim_y}
     return {"row": row, "per_frame": per_frame.assign(method=method.name), "kept": kept}
 
@@ -401,3 +426,12 @@ def method_suite(scale: int, n_chunks: int, *, kernel: str = "pil", stdo_ks=(2,)
                   PerChunk(n_blocks=blocks(n_chunks), label="one model per chunk (= size)", **kw)]
         suite += [STDO(k=k, n_blocks=blocks(k), label=f"STDO k={k} (= size)", **kw) for k in stdo_ks]
     return suite
+
+
+def seeded_suite(scale: int, n_chunks: int, seeds, **suite_kw):
+    """``(seed, method)`` for :func:`method_suite` once per training seed: every method with the
+    first seed, then only the trained ones (bicubic and the general model do not depend on it)."""
+    for i, seed in enumerate(seeds):
+        for m in method_suite(scale, n_chunks, seed=int(seed), **suite_kw):
+            if i == 0 or m.trained:
+                yield int(seed), m

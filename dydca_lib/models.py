@@ -205,3 +205,13 @@ def super_resolve(model: nn.Module, lr: np.ndarray) -> np.ndarray:
     """Upscale one uint8 RGB LR frame (HWC) with ``model``; returns the uint8 SR frame."""
     model.eval()
     return to_uint8(model(to_tensor(lr)))[0]
+
+
+def wdsr_flops(config: dict, h: int, w: int) -> float:
+    """FLOPs (2 x multiply-adds) of one WDSR path on one ``h x w`` LR input: its convolutions
+    (head, blocks, tail, 5x5 skip); biases, ReLU, additions and PixelShuffle are left out."""
+    c, f, e = config.get("n_colors", 3), config["n_feats"], config["expansion"]
+    s, b = config["scale"], config["n_blocks"]
+    out = c * s * s
+    macs_per_px = 9 * c * f + b * (9 * f * f * e * 2) + 9 * f * out + 25 * c * out
+    return 2.0 * macs_per_px * h * w

@@ -26,3 +26,19 @@ def test_psnr_vs_size_gives_the_trained_methods_the_axis_and_bicubic_a_line():
     assert len(set(colors)) == len(colors)  # a colour per method
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert legend[0] == "bicubic (no model)" and "one model per chunk (4 models)" in legend
+
+
+def test_psnr_vs_gflop_draws_seed_error_bars():
+    df = pd.DataFrame([
+        {"video": "clip", "scale": 2, "method": "bicubic", "models": 0, "parameters": 0, "gflop_per_frame": 0.0,
+         "frame_psnr_rgb": 30.0, "frame_psnr_rgb_std": np.nan},
+        {"video": "clip", "scale": 2, "method": "one model per video", "models": 1, "parameters": 61_000,
+         "gflop_per_frame": 22.5, "frame_psnr_rgb": 31.6, "frame_psnr_rgb_std": 0.05},
+        {"video": "clip", "scale": 2, "method": "Dy-DCA", "models": 1, "parameters": 92_000,
+         "gflop_per_frame": 23.1, "frame_psnr_rgb": 31.5, "frame_psnr_rgb_std": 0.2}])
+    fig = figures.psnr_vs_size(df, "frame_psnr_rgb", "PSNR", x="gflop_per_frame")
+    ax = fig.axes[0]
+    segments = [s for c in ax.collections if hasattr(c, "get_segments") for s in c.get_segments()]
+    spans = sorted(round(float(s[1][1] - s[0][1]), 3) for s in segments)
+    assert spans == [0.1, 0.4]  # +-std around each seeded method
+    assert "GFLOP" in ax.get_xlabel()

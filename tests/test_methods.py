@@ -5,6 +5,7 @@ import pytest
 
 from dydca_lib import methods as M
 from dydca_lib import pipeline
+from dydca_lib.models import wdsr_flops
 
 
 @pytest.fixture
@@ -38,6 +39,18 @@ def test_every_method_trains_evaluates_and_reports_its_size(tiny_data):
     for r in rows.values():
         assert np.isfinite(r["frame_psnr_rgb"]) and 5 < r["frame_psnr_rgb"] < 60
     assert rows["Dy-DCA"]["model_bytes"] > 0
+    assert rows["bicubic"]["gflop_per_frame"] == 0
+    by_name = {m.name: m for m in suite}
+    (h, w), c = tiny_data.frames.lr_hw, 1
+    per_video = by_name["one model per video"]
+    assert rows["one model per video"]["gflop_per_frame"] == pytest.approx(
+        wdsr_flops(per_video.units()[0].config, h + 2 * c, w + 2 * c) / 1e9)
+    dydca = by_name["Dy-DCA"]
+    cuts = dydca.frame_manifest(tiny_data.heldout_ids)
+    expected = sum(wdsr_flops(dydca.units()[int(p)].config, int(ph) + 2 * c, int(pw) + 2 * c)
+                   for p, ph, pw in zip(cuts.path, cuts.h, cuts.w)) / len(tiny_data.heldout_ids) / 1e9
+    assert rows["Dy-DCA"]["gflop_per_frame"] == pytest.approx(expected)
+    assert rows["Dy-DCA"]["gflop_per_frame"] > rows["one model per video"]["gflop_per_frame"] * 0.5
 
 
 def test_stdo_bins_and_per_chunk_paths(tiny_data):
@@ -63,3 +76,21 @@ def test_blocks_for_budget_matches_the_total():
     assert M.blocks_for_budget(total, 4, 2) == 1
     with pytest.raises(ValueError, match="shares"):
         M.STDOJoint(k=3, shares=[1, 0])
+
+
+def test_seeded_suite_repeats_only_trained_methods():
+    pairs = list(M.seeded_suite(2, 3, [0, 1], stdo_ks=(2,), model_blocks=0, path_blocks=[1, 0], n_feats=4))
+    first = [m.name for s, m in pairs if s == 0]
+    second = [m.name for s, m in pairs if s == 1]
+    assert first[:2] == ["bicubic", "general"] and second == first[2:]
+    assert all(m.seed == s for s, m in pairs if m.trained)
+
+
+def test_initial_weights_follow_the_seed(tiny_data):
+    def first_weight(seed):
+        m = M.PerVideo(n_blocks=0, n_feats=4, epochs=0.01, batch_size=2, seed=seed)
+        m.prepare(tiny_data)
+        return next(iter(m.units()[0].state_dict().values())).clone()
+
+    assert (first_weight(0) == first_weight(0)).all()
+    assert not (first_weight(0) == first_weight(1)).all()

@@ -62,3 +62,4 @@ def test_notebook_06_runs_notebook_04s_models(profile):
             continue
         assert _normal(p06[name]) == _normal(p04[name]), f"{profile}: notebook 06 {name}={p06[name]!r}, 04 has {p04[name]!r}"
     assert p06["video"] in p04["videos"] and p06["scale"] in p04["scales"] and p06["stdo_k"] in p04["stdo_ks"]
+    assert p06["seed"] in p04["seeds"], f"{profile}: notebook 06 trains with seed {p06['seed']}, 04 with {p04['seeds']}"

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from ..models import wdsr_flops  # noqa: F401  (re-exported: the roofline's FLOP count)
 from ..tensors import with_context
 
 
@@ -44,17 +45,6 @@ def sgemm_peak(n: int = 2048, repeats: int = 5, threads: int | None = None) -> d
     flop = 2.0 * n ** 3
     return {"n": n, "peak_gflops": flop / min(secs) / 1e9, "median_gflops": flop / statistics.median(secs) / 1e9,
             "repeats": int(repeats), "threads": torch.get_num_threads()}
-
-
-def wdsr_flops(config: dict, h: int, w: int) -> float:
-    """FLOPs (2 x multiply-adds) of one WDSR path on one ``h x w`` LR input: its convolutions
-    (head, blocks, tail, 5x5 skip); biases, ReLU, additions and PixelShuffle are left out."""
-    c, f, e = config.get("n_colors", 3), config["n_feats"], config["expansion"]
-    s, b = config["scale"], config["n_blocks"]
-    out = c * s * s
-    macs_per_px = 9 * c * f + b * (9 * f * f * e * 2) + 9 * f * out + 25 * c * out
-    return 2.0 * macs_per_px * h * w
-
 
 
 def frame_flops(units: dict, plan, context: int) -> float:
