@@ -288,3 +288,37 @@ def psnr_per_chunk(per_frame: pd.DataFrame):
     axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     return fig
+
+
+def budget_curves(curve: pd.DataFrame, plateau: pd.DataFrame, title: str = "",
+                  ylabel: str = "full-frame PSNR RGB (dB), held-out frames"):
+    """The budget study (:mod:`dydca_lib.budget`): mean PSNR against the LR pixels each method's
+    training processed (log), a band of ± one seed std, the budget in epochs beside each point
+    and a star at each method's plateau (hollow where it was not reached: its largest budget)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    fig, ax = plt.subplots(figsize=(7.4, 4.4))
+    colors = method_colors(list(dict.fromkeys(curve.method)))
+    for method, g in curve.groupby("method", sort=False):
+        g = g.sort_values("epochs")
+        x, y, sd = g.lr_megapixels * 1e6, g["mean"], g["std"].fillna(0.0)
+        ax.plot(x, y, marker="o", ms=4, color=colors[method], label=f"{method} ({int(g.seeds.min())} seeds)")
+        ax.fill_between(x, y - sd, y + sd, color=colors[method], alpha=0.2, lw=0)
+        for xv, yv, e in zip(x, y, g.epochs):
+            ax.annotate(f"{e:g}", (xv, yv), textcoords="offset points", xytext=(0, 5), ha="center",
+                        fontsize=6, color=colors[method])
+        p = plateau[plateau.method == method].iloc[0]
+        ax.scatter([p.lr_megapixels * 1e6], [p.psnr], marker="*", s=160, zorder=4, edgecolor=colors[method],
+                   facecolor=colors[method] if p.reached else "none", lw=1.2)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(_count_label))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("training compute: LR pixels processed (log; numbers: epochs)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or "PSNR vs training compute (band: ± seed std; star: plateau, hollow = not reached)",
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig

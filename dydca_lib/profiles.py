@@ -15,7 +15,7 @@ from .paths import params_file, project_root
 
 
 def notebook_paths() -> list[Path]:
-    return sorted((project_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    return sorted((project_root() / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 
 
 def notebook_path(stem: str) -> Path:

@@ -36,10 +36,9 @@ from tqdm.auto import tqdm
 
 from .io import atomic_write_bytes
 from .models import build_model, model_record, to_tensor
-from .patches import extract
 from .paths import data_dir
 from .runinfo import cpu_flags
-from .tensors import hr_margin
+from .tensors import hr_margin, padded_for_patches
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -122,6 +121,16 @@ class BucketedPatchSource:
         self.bucket_batch = [max(1, round(batch_size * smallest / (h * w))) if equal_pixels else batch_size
                              for (h, w), _ in groups]
         self.has_path = "path" in self.manifest
+        # every frame padded once (context and overhang, edge-replicated), so a batch is slices
+        # of these arrays: cutting patches out of freshly padded frames at every step cost more
+        # than the training step itself on small patches
+        c, s, m = context, scale, self.manifest
+        hmax, wmax = int((m.y + m.h).max()), int((m.x + m.w).max())
+        used = sorted(set(m.frame))
+        self._lr = {f: padded_for_patches(lr_frames[f], hmax, wmax, c) for f in used}
+        self._hr = {f: padded_for_patches(hr_frames[f], hmax * s, wmax * s, 0) for f in used}
+        self._cells = m[["frame", "y", "x", "h", "w"]].to_numpy(dtype=np.int64)
+        self._paths = m.path.to_numpy(dtype=np.int64) if self.has_path else None
         self.steps_per_epoch = sum(math.ceil(len(b) / n) for b, n in zip(self.buckets, self.bucket_batch))
         self._plan_epoch, self._plan = None, None
 
@@ -139,21 +148,21 @@ class BucketedPatchSource:
 
     def batch(self, step: int) -> Batch:
         epoch, k = divmod(step, self.steps_per_epoch)
-        rows = self.manifest.loc[self.plan(epoch)[k]]
-        c, s = self.context, self.scale
-        lrs, hrs = [], []
-        for f, g in rows.groupby("frame", sort=False):
-            lrs += extract(self.lr_frames[f], g, context=c)
-            hrs += extract(self.hr_frames[f], g, scale=s)
-        lr, hr = np.stack(lrs), np.stack(hrs)
+        rows = self.plan(epoch)[k]
+        _, first, which = np.unique(self._cells[rows, 0], return_index=True, return_inverse=True)
+        rows = rows[np.argsort(first[which], kind="stable")]  # patches of one frame together, frames as first met
+        c2, s = 2 * self.context, self.scale
+        lr = np.stack([self._lr[f][y:y + h + c2, x:x + w + c2] for f, y, x, h, w in self._cells[rows]])
+        hr = np.stack([self._hr[f][y * s:(y + h) * s, x * s:(x + w) * s] for f, y, x, h, w in self._cells[rows]])
         if self.augment:
             rng = np.random.default_rng((self.seed, epoch, k))
             if rng.random() < 0.5:
                 lr, hr = lr[:, :, ::-1], hr[:, :, ::-1]
             if rng.random() < 0.5:
                 lr, hr = lr[:, ::-1], hr[:, ::-1]
-        path = int(rows.path.iloc[0]) if self.has_path else None
-        return Batch(to_tensor(np.ascontiguousarray(lr)), to_tensor(np.ascontiguousarray(hr)), path, hr_margin(c, s))
+        path = int(self._paths[rows[0]]) if self.has_path else None
+        return Batch(to_tensor(np.ascontiguousarray(lr)), to_tensor(np.ascontiguousarray(hr)), path,
+                     hr_margin(self.context, s))
 
 
 @dataclass

@@ -62,6 +62,26 @@ def test_bucketed_source_batches_are_same_size_and_cover_each_epoch():
     assert [list(x) for x in src.plan(1)] != [list(x) for x in src.plan(0)]  # reshuffled per epoch
 
 
+def test_bucketed_source_cuts_the_same_pixels_as_extract():
+    """Batches come from frames padded once; they must hold exactly what patches.extract cuts
+    (context and overhang edge-replicated), frame by frame in the order the plan meets them."""
+    from dydca_lib.patches import extract
+
+    lr, hr = tiny_frames(seed=3)
+    m = tiny_manifest()
+    m.loc[m.h == 4, "y"] += 1  # patches that overhang the bottom of the frame
+    src = BucketedPatchSource(m, lr, hr, scale=2, batch_size=3, context=2, seed=1, augment=False)
+    for step in range(src.steps_per_epoch):
+        rows = m.loc[src.plan(0)[step]]
+        want_lr, want_hr = [], []
+        for f, g in rows.groupby("frame", sort=False):
+            want_lr += extract(lr[f], g, context=2)
+            want_hr += extract(hr[f], g, scale=2)
+        b = src.batch(step)
+        assert torch.equal(b.lr, torch.from_numpy(np.stack(want_lr)).permute(0, 3, 1, 2).float() / 255)
+        assert torch.equal(b.hr, torch.from_numpy(np.stack(want_hr)).permute(0, 3, 1, 2).float() / 255)
+
+
 @pytest.mark.parametrize("precision", ["fp32", "auto"])  # auto: bf16 on CPUs with AMX/AVX512-BF16
 def test_killed_training_resumes_to_the_same_weights(tmp_path, monkeypatch, precision):
     lr, hr = tiny_frames()

@@ -63,3 +63,26 @@ def test_notebook_06_runs_notebook_04s_models(profile):
         assert _normal(p06[name]) == _normal(p04[name]), f"{profile}: notebook 06 {name}={p06[name]!r}, 04 has {p04[name]!r}"
     assert p06["video"] in p04["videos"] and p06["scale"] in p04["scales"] and p06["stdo_k"] in p04["stdo_ks"]
     assert p06["seed"] in p04["seeds"], f"{profile}: notebook 06 trains with seed {p06['seed']}, 04 with {p04['seeds']}"
+
+
+def test_budget_study_declares_every_shared_parameter():
+    assert set(PATCH_PARAMS) <= set(notebook_defaults(notebook_path("04b_budget_study")))
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default", "full"])
+def test_budget_study_reuses_notebook_04s_models(profile):
+    """At notebook 04's epochs and seeds the study loads 04's models (same cache keys), which the
+    profile's timing counts on."""
+    cfg = load_profile(profile)
+    if "04b_budget_study" not in cfg["notebooks"] or "04_baseline_comparison" not in cfg["notebooks"]:
+        pytest.skip(f"profile {profile} does not run both")
+    nb04, nb04b = notebook_path("04_baseline_comparison"), notebook_path("04b_budget_study")
+    p04 = {**notebook_defaults(nb04), **notebook_parameters(cfg, nb04)}
+    p04b = {**notebook_defaults(nb04b), **notebook_parameters(cfg, nb04b)}
+    for name in SAME_AS_04:
+        if name in ("video", "scale", "epochs"):
+            continue
+        assert _normal(p04b[name]) == _normal(p04[name]), f"{profile}: notebook 04b {name}={p04b[name]!r}, 04 has {p04[name]!r}"
+    assert p04b["video"] in p04["videos"] and p04b["scale"] in p04["scales"]
+    assert float(p04["epochs"]) in [float(b) for b in p04b["budgets"]]
+    assert set(p04b["seeds"]) <= set(p04["seeds"]) or set(p04["seeds"]) <= set(p04b["seeds"])
