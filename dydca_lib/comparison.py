@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 
-MULTI_MODEL = ("STDO", "one model per chunk", "one model per video")  # method names Dy-DCA is held against
+MULTI_MODEL = ("STDO", "one model per chunk", "CaFM", "one model per video")  # method names Dy-DCA is held against
 SIZE_COLUMNS = ["models", "parameters", "model_bytes", "routing_map_bytes", "gflop_per_frame"]
 METRICS = ["patch_psnr_rgb", "patch_psnr_y", "frame_psnr_rgb", "frame_psnr_y", "frame_ssim_y"]
 KEYS = ["video", "scale", "method"]

@@ -9,6 +9,7 @@ TVM compile and the on-device benchmark iterate over the same list of methods.
 * ``General`` — the general model (no overfitting);
 * ``PerVideo`` — one model overfitted on all training frames (NAS-style);
 * ``PerChunk`` — one model per time chunk (CaFM's S{1-n}); the client switches at chunk borders;
+* ``CaFM`` — one shared backbone plus a channel-wise scale and bias per chunk after every conv;
 * ``STDO`` — k models, one per PSNR-quantile bin of the fine grid (bins from the labels);
 * ``STDOJoint`` — one model on all of bin 0, none of the easiest bin, a decreasing share between;
 * ``DyDCA`` — the one dynamic model, patches routed by size.
@@ -31,7 +32,7 @@ import pandas as pd
 import torch
 
 from .evaluate import bicubic_upscaler, model_upscaler
-from .models import WDSR, DynamicWDSR, count_parameters, wdsr_flops
+from .models import WDSR, CaFMWDSR, DynamicWDSR, count_parameters, wdsr_flops
 from .patches import quantile_bins
 from .pipeline import PatchData
 from .tensors import with_context
@@ -173,7 +174,7 @@ class _Trained(Method):
         return WDSR(scale=self.data.frames.scale, **self.size)
 
     def _source(self, model, manifest, lr_frames, hr_frames) -> BucketedPatchSource:
-        if not isinstance(model, DynamicWDSR):
+        if not isinstance(model, (DynamicWDSR, CaFMWDSR)):  # routed models learn from the manifest's path
             manifest = manifest.drop(columns=["path"], errors="ignore")
         return BucketedPatchSource(manifest, lr_frames, hr_frames, self.data.frames.scale, self.batch_size,
                                    self.context, self.seed)
@@ -269,6 +270,35 @@ class PerChunk(_Trained):
     def upscaler(self):
         ups = {k: model_upscaler(m, routed=False) for k, m in self._models.items()}
         return lambda patches, path: ups[path](patches, path)
+
+
+class CaFM(PerChunk):
+    """CaFM (ICCV'21): one backbone shared by every chunk plus, per chunk, a channel-wise scale and
+    bias after every conv, all trained together on every training frame (a batch holds one
+    chunk's patches and trains that chunk's modulation and the backbone). The client runs chunk
+    ``c``'s folded network (:meth:`~dydca_lib.models.CaFMWDSR.chunk_network`) and, at a chunk
+    border, swaps only the modulation numbers."""
+
+    name = "CaFM"
+
+    def training_sets(self):
+        fine = fine_grid(self.data)
+        train = fine[fine.split == "train"]
+        return {0: train.assign(path=train.chunk)}
+
+    def build(self, model_id):
+        return CaFMWDSR(scale=self.data.frames.scale, n_chunks=len(self.data.chunks), **self.size)
+
+    def units(self):
+        m = self._trained()[0]
+        return {c: m.chunk_network(c) for c in range(m.config["n_chunks"])}
+
+    def switch_bytes(self) -> int:
+        """Bytes a client receives at a chunk border (fp32 scales and biases of one chunk)."""
+        return 4 * self._trained()[0].modulation_parameters_per_chunk()
+
+    def upscaler(self):
+        return model_upscaler(self._trained()[0], routed=True)
 
 
 class STDO(_Trained):
@@ -402,7 +432,8 @@ def dynamic_model_size(scale: int, path_blocks: list, n_feats: int = 32, expansi
 def method_suite(scale: int, n_chunks: int, *, kernel: str = "pil", stdo_ks=(2,), joint_k: int = 4,
                  joint_shares=None, model_blocks: int = 4, path_blocks=(4, 2), n_feats: int = 32,
                  expansion: int = 2, epochs: float = 1.0, batch_size: int = 16, context: int = 2,
-                 lr: float = 1e-3, seed: int = 0, equal_size: bool = False, precision: str = "auto") -> list[Method]:
+                 lr: float = 1e-3, seed: int = 0, equal_size: bool = False, precision: str = "auto",
+                 cafm: bool = True) -> list[Method]:
     """The paper's main-table methods with one shared training budget (see the module doc).
 
     ``equal_size`` adds per-video, per-chunk and STDO variants whose models together have about
@@ -413,6 +444,7 @@ def method_suite(scale: int, n_chunks: int, *, kernel: str = "pil", stdo_ks=(2,)
     bic, gen = Bicubic(kernel), General()
     bic.context = gen.context = context  # same patches as the trained methods under the patch-level protocol
     suite = [bic, gen, PerVideo(n_blocks=model_blocks, **kw), PerChunk(n_blocks=model_blocks, **kw)]
+    suite += [CaFM(n_blocks=model_blocks, **kw)] if cafm else []
     suite += [STDO(k=k, n_blocks=model_blocks, **kw) for k in stdo_ks]
     suite += [STDOJoint(k=joint_k, shares=joint_shares or None, n_blocks=model_blocks, **kw),
               DyDCA(path_blocks=list(path_blocks), n_blocks=model_blocks, **kw)]

@@ -146,6 +146,63 @@ class DynamicWDSR(nn.Module):
         return self.paths[path](x)
 
 
+class CaFMWDSR(nn.Module):
+    """CaFM (Liu et al., ICCV'21): one shared WDSR backbone and, per time chunk, a channel-wise
+    modulation (scale and bias) of the output of every backbone conv (head, block convs, tail; the
+    bicubic skip is shared as is). ``forward(x, path)`` runs chunk ``path``'s modulation.
+
+    A modulation is affine per channel, so it folds into the conv it follows:
+    :meth:`chunk_network` is a plain WDSR with chunk ``i``'s weights, the network a client runs
+    for that chunk; switching chunks ships only ``2 x channels`` numbers per conv."""
+
+    def __init__(self, scale: int = 2, n_chunks: int = 2, use_weight_norm: bool = True, **wdsr_kwargs):
+        super().__init__()
+        if n_chunks < 1:
+            raise ValueError(f"CaFM needs at least one chunk, got n_chunks={n_chunks}")
+        self.config = dict(scale=scale, n_chunks=n_chunks, use_weight_norm=use_weight_norm, **wdsr_kwargs)
+        self.backbone = WDSR(scale=scale, use_weight_norm=use_weight_norm, **wdsr_kwargs)
+        widths = [c.out_channels for c in self._modulated_convs()]
+        self.mod_scale = nn.Parameter(torch.ones(n_chunks, sum(widths)))
+        self.mod_bias = nn.Parameter(torch.zeros(n_chunks, sum(widths)))
+        self._slices = [slice(a, a + w) for a, w in zip(np.cumsum([0] + widths[:-1]).tolist(), widths)]
+
+    def _modulated_convs(self) -> list[nn.Conv2d]:
+        b = self.backbone
+        convs = [b.head]
+        for block in b.body:
+            convs += [block.body[0], block.body[2]]
+        return convs + [b.tail]
+
+    def _mod(self, y, path: int, i: int):
+        sl = self._slices[i]
+        return y * self.mod_scale[path, sl].view(1, -1, 1, 1) + self.mod_bias[path, sl].view(1, -1, 1, 1)
+
+    def forward(self, x, path: int):
+        b = self.backbone
+        x = x - b.input_mean
+        h = self._mod(b.head(x), path, 0)
+        for j, block in enumerate(b.body):
+            r = torch.relu(self._mod(block.body[0](h), path, 1 + 2 * j))
+            h = h + self._mod(block.body[2](r), path, 2 + 2 * j) * block.res_scale
+        y = self._mod(b.tail(h), path, len(self._slices) - 1) + b.skip(x)
+        return b.shuffle(y) + b.input_mean
+
+    def modulation_parameters_per_chunk(self) -> int:
+        return 2 * self.mod_scale.shape[1]
+
+    @torch.no_grad()
+    def chunk_network(self, chunk: int) -> WDSR:
+        """Chunk ``chunk``'s network as a plain WDSR (weight norm and modulation folded in)."""
+        plain = fold_weight_norm(self.backbone)
+        b = plain
+        convs = [b.head] + [c for block in b.body for c in (block.body[0], block.body[2])] + [b.tail]
+        for conv, sl in zip(convs, self._slices):
+            a, c = self.mod_scale[chunk, sl], self.mod_bias[chunk, sl]
+            conv.weight.mul_(a.view(-1, 1, 1, 1))
+            conv.bias.mul_(a).add_(c)
+        return plain.train(False)
+
+
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameters as exported (weight-norm ``g`` and ``v`` counted once, as a weight)."""
     return sum(p.numel() for p in fold_weight_norm(model).parameters())
@@ -159,7 +216,7 @@ def fold_weight_norm(model: nn.Module) -> nn.Module:
     modules is not reliable in torch).
     """
     plain = type(model)(**{**model.config, "use_weight_norm": False})
-    state = {}
+    state = {k: v.detach().clone() for k, v in model.state_dict().items() if "parametrizations" not in k}
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
             state[f"{name}.weight"] = module.weight.detach().clone()
@@ -174,7 +231,7 @@ def unit_params(model: nn.Module) -> list[np.ndarray]:
     return [t.detach().cpu().numpy().astype(np.float32) for t in fold_weight_norm(model).state_dict().values()]
 
 
-MODEL_CLASSES = {"WDSR": WDSR, "DynamicWDSR": DynamicWDSR}
+MODEL_CLASSES = {"WDSR": WDSR, "DynamicWDSR": DynamicWDSR, "CaFMWDSR": CaFMWDSR}
 
 
 def model_record(model: nn.Module) -> dict:

@@ -112,7 +112,10 @@ class BucketedPatchSource:
         self.manifest = manifest.reset_index(drop=True)
         self.lr_frames, self.hr_frames = lr_frames, hr_frames
         self.scale, self.batch_size, self.context, self.seed, self.augment = scale, batch_size, context, seed, augment
-        groups = list(self.manifest.groupby(["h", "w"], sort=True))
+        self.has_path = "path" in self.manifest
+        # a batch holds one size and one path (Dy-DCA: the path follows the size; CaFM: the chunk)
+        groups = [((h, w), g) for (h, w, *_), g in
+                  self.manifest.groupby(["h", "w"] + ["path"] * self.has_path, sort=True)]
         self.buckets = [g.index.to_numpy() for _, g in groups]
         smallest = min(h * w for (h, w), _ in groups)
         # equal_pixels: a bucket of patches k times larger than the smallest gets batches k times
@@ -120,7 +123,6 @@ class BucketedPatchSource:
         # starved of optimizer steps (the Dy-DCA code used batch size 1 for the same reason)
         self.bucket_batch = [max(1, round(batch_size * smallest / (h * w))) if equal_pixels else batch_size
                              for (h, w), _ in groups]
-        self.has_path = "path" in self.manifest
         # every frame padded once (context and overhang, edge-replicated), so a batch is slices
         # of these arrays: cutting patches out of freshly padded frames at every step cost more
         # than the training step itself on small patches

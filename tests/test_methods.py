@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
+import torch
 
 from dydca_lib import methods as M
 from dydca_lib import pipeline
-from dydca_lib.models import wdsr_flops
+from dydca_lib.models import count_parameters, wdsr_flops
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def test_every_method_trains_evaluates_and_reports_its_size(tiny_data):
     suite = M.method_suite(2, len(tiny_data.chunks), stdo_ks=(2,), joint_k=2, model_blocks=0, path_blocks=[1, 0],
                            n_feats=4, epochs=0.2, batch_size=4, context=1, equal_size=True)
     names = [m.name for m in suite]
-    assert names[:7] == ["bicubic", "general", "one model per video", "one model per chunk", "STDO k=2",
+    assert names[:8] == ["bicubic", "general", "one model per video", "one model per chunk", "CaFM", "STDO k=2",
                          "STDO joint (k=2)", "Dy-DCA"]
     rows = {}
     for m in suite:
@@ -36,6 +37,7 @@ def test_every_method_trains_evaluates_and_reports_its_size(tiny_data):
     assert rows["STDO k=2"]["models"] == 2 and rows["Dy-DCA"]["models"] == 1
     assert rows["STDO k=2"]["routing_map_bytes"] > 0 and rows["Dy-DCA"]["routing_map_bytes"] > 0
     assert rows["one model per video"]["routing_map_bytes"] == 0
+    assert rows["CaFM"]["models"] == 1 and rows["CaFM"]["routing_map_bytes"] == 0
     for r in rows.values():
         assert np.isfinite(r["frame_psnr_rgb"]) and 5 < r["frame_psnr_rgb"] < 60
     assert rows["Dy-DCA"]["model_bytes"] > 0
@@ -94,3 +96,26 @@ def test_initial_weights_follow_the_seed(tiny_data):
 
     assert (first_weight(0) == first_weight(0)).all()
     assert not (first_weight(0) == first_weight(1)).all()
+
+
+def test_cafm_shares_one_backbone_and_runs_each_chunk_as_a_folded_network(tiny_data):
+    m = M.CaFM(n_blocks=1, n_feats=4, expansion=2, epochs=0.3, batch_size=4, context=1)
+    m.prepare(tiny_data)
+    model = m.models()["CaFM[0]"]
+    units = m.units()
+    assert sorted(units) == [0, 1, 2]  # one network per chunk
+    # training moved each chunk's modulation away from the identity, differently per chunk
+    assert not torch.allclose(model.mod_scale[0], model.mod_scale[1])
+    x = torch.rand(2, 3, 6, 7)
+    with torch.no_grad():
+        for c, net in units.items():
+            assert torch.allclose(net(x), model(x, c), atol=1e-5)
+    per_chunk = model.modulation_parameters_per_chunk()
+    assert m.switch_bytes() == 4 * per_chunk
+    backbone = count_parameters(model.backbone)
+    assert count_parameters(model) == backbone + 3 * per_chunk
+    # the manifests route every patch and frame to its chunk's modulation
+    ids = tiny_data.heldout_ids
+    chunk_of = tiny_data.frame_table.set_index("frame").chunk
+    fm = m.frame_manifest(ids)
+    assert (fm.path.to_numpy() == chunk_of.loc[fm.frame].to_numpy()).all()

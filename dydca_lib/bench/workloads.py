@@ -135,6 +135,7 @@ def make_methods(keys, *, stdo_k: int = 2, model_blocks: int = 4, path_blocks=(4
     make = {"dydca": lambda: M.DyDCA(path_blocks=list(path_blocks), n_blocks=model_blocks, **kw),
             "stdo": lambda: M.STDO(k=stdo_k, n_blocks=model_blocks, **kw),
             "per_chunk": lambda: M.PerChunk(n_blocks=model_blocks, **kw),
+            "cafm": lambda: M.CaFM(n_blocks=model_blocks, **kw),
             "per_video": lambda: M.PerVideo(n_blocks=model_blocks, **kw)}
     unknown = [k for k in keys if k not in make]
     if unknown:
