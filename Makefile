@@ -13,7 +13,7 @@ REPRODUCE_ARGS = --profile $(PROFILE) $(if $(VIDEO),--video '$(VIDEO)') $(foreac
 # Jupyter refuses to run as root without --allow-root (containers run as root); only then is it passed
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: help install data reproduce test test-unit test-notebooks lab clean clean-results
+.PHONY: help install data reproduce sweep test test-unit test-notebooks lab clean clean-results
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -35,6 +35,12 @@ data: $(STAMP)  ## fetch and verify the clips the profile needs (into data/)
 
 reproduce: $(STAMP)  ## run every notebook headless (papermill); results/<profile>/ (VIDEO=: your video)
 	$(PY) -m dydca_lib.reproduce $(REPRODUCE_ARGS)
+
+# a grid of notebook cells on Dask: GRID=comparison (notebook 04) or budget (04b); SCHEDULER=tcp://HOST:8786
+GRID ?= comparison
+SCHEDULER ?=
+sweep: $(STAMP)  ## run notebook 04's (GRID=budget: 04b's) cells on Dask (SCHEDULER=tcp://host:8786, else local)
+	$(PY) -m dydca_lib.sweep --profile $(PROFILE) --grid $(GRID) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(if $(VIDEO),--video '$(VIDEO)') $(foreach p,$(PARAMS),-p '$(p)')
 
 test: test-unit test-notebooks  ## unit tests + notebooks under nbval (smoke defaults)
 

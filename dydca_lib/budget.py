@@ -78,22 +78,14 @@ def full_frame_row(method: Method, data: PatchData, heldout_ids) -> dict:
     return {"frame_psnr_rgb": f.psnr_rgb, "frame_psnr_y": f.psnr_y, "frame_ssim_y": f.ssim_y}
 
 
-def run_study(data: PatchData, names, budgets, seeds, progress=None, **suite_kw) -> pd.DataFrame:
-    """One row per (method, seed, budget): epochs, LR megapixels processed, the seconds its training
-    took (when it was trained, also for a model loaded from the cache) and the full-frame metrics
-    on ``data``'s held-out frames. ``progress`` wraps the job list (e.g. ``tqdm``)."""
-    budgets = check_budgets(budgets)
-    names = validate_methods(names, data.frames.scale, len(data.chunks), **suite_kw)
-    rows = []
-    jobs = [(n, int(s), b) for n in names for s in seeds for b in budgets]
-    for name, seed, epochs in (progress(jobs) if progress else jobs):
-        m = study_method(name, data.frames.scale, len(data.chunks), epochs, seed, **suite_kw)
-        m.prepare(data)
-        rows.append({"method": name, "seed": seed, "epochs": epochs,
-                     "train_lr_megapixels": m.train_info["train_lr_megapixels"],
-                     "train_seconds": m.train_info["train_seconds"], "train_precision": m.train_info["train_precision"],
-                     "parameters": m.describe()["parameters"], **full_frame_row(m, data, data.heldout_ids)})
-    return pd.DataFrame(rows)
+def run_study(specs: list[dict], progress=None) -> pd.DataFrame:
+    """One row per run (:func:`dydca_lib.cells.budget_specs`): method, seed, epochs, LR megapixels
+    processed, the seconds its training took (when it was trained, also for a model loaded from
+    the cache) and the full-frame metrics on the held-out frames. Each run is a cached cell, so a
+    sweep can compute them elsewhere first. ``progress`` wraps the list (e.g. ``tqdm``)."""
+    from .cells import budget_cell
+
+    return pd.DataFrame([budget_cell(s) for s in (progress(specs) if progress else specs)])
 
 
 def curves(results: pd.DataFrame, metric: str = "frame_psnr_rgb") -> pd.DataFrame:

@@ -35,15 +35,8 @@ from .io import ResultDir, atomic_write_text
 from .paths import PACKAGE_DIR, results_dir
 from .overrides import (absolute_video, apply_overrides, check_override_names, check_video, fetch_clips,
                         frame_plans, needed_clips, parse_param, patch_fits, results_name)
+from .runinfo import code_version
 from .profiles import load_profile, notebook_defaults, notebook_parameters, notebook_paths, parameter_types
-
-
-def code_version() -> str:
-    """A hash of the library sources, subpackages included (any change to dydca_lib re-runs every notebook)."""
-    h = hashlib.sha256()
-    for p in sorted(PACKAGE_DIR.rglob("*.py")):
-        h.update(p.relative_to(PACKAGE_DIR).as_posix().encode() + p.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def run_key(notebook: Path, params: dict, code: str) -> str:

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import random
 import subprocess
 from importlib import metadata
 
-from .paths import project_root
+from .paths import PACKAGE_DIR, project_root
 
 TRACKED_PACKAGES = (
     "torch", "apache-tvm", "apache-tvm-ffi", "numpy", "pandas", "opencv-python-headless",
     "scikit-image", "scikit-learn", "matplotlib", "seaborn", "papermill",
 )
+
+
+def code_version() -> str:
+    """A hash of the library sources, subpackages included (any change to dydca_lib re-runs every
+    notebook and recomputes every cached cell)."""
+    h = hashlib.sha256()
+    for p in sorted(PACKAGE_DIR.rglob("*.py")):
+        h.update(p.relative_to(PACKAGE_DIR).as_posix().encode() + p.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def seed_everything(seed: int) -> None:

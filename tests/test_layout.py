@@ -11,12 +11,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dydca_lib"
 LAYERS = [  # a module may import from its own layer or any layer above it
     {"paths", "io", "runinfo", "published", "profiles"},  # shared helpers
     {"sources", "video", "metrics", "tensors", "patches"},  # data
-    {"models", "train", "general", "params", "pipeline", "evaluate", "methods", "comparison", "budget"},  # learning
+    {"models", "train", "general", "params", "pipeline", "evaluate", "methods", "comparison", "budget", "cells"},  # learning
     {"compiler"},
     {"client"},
     {"bench"},
     {"figures", "report"},
-    {"overrides", "reproduce"},
+    {"overrides", "reproduce", "sweep"},
 ]
 LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE)

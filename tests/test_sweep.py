@@ -1,0 +1,78 @@
+"""A real Dask LocalCluster of 2 worker processes on 127.0.0.1: a small sweep of real cells,
+a retried failure, a killed worker and a job that keeps failing, then a clean shutdown."""
+
+import pytest
+
+from dydca_lib import cells, sweep
+
+from .test_cells import TINY
+
+distributed = pytest.importorskip("distributed")
+
+
+def budget_params(video, **changes):
+    return {**TINY, "video": str(video), "scale": 2, "methods": ["one model per video", "Dy-DCA"],
+            "budgets": [0.1, 0.2], "seeds": [0], "joint_k": 2, "joint_shares": [], "model_blocks": 0,
+            "model_feats": 4, "model_expansion": 2, "path_blocks": [1, 0], "batch_size": 4,
+            "learning_rate": 1e-3, "context": 1, **changes}
+
+
+@pytest.fixture
+def cluster(tmp_root):
+    """Workers inherit DYDCA_ROOT (tmp_root), so they write cells and logs under the test's folder."""
+    c = sweep.local_cluster(2)
+    client = distributed.Client(c)
+    yield client
+    client.close()
+    c.close()
+
+
+def test_local_cluster_listens_on_loopback_only(cluster):
+    info = cluster.scheduler_info()
+    addresses = [cluster.scheduler.address, *info["workers"]]
+    assert len(info["workers"]) == 2
+    assert all(a.startswith(("tcp://127.0.0.1:", "inproc://")) for a in addresses), addresses
+
+
+def test_sweep_runs_cells_retries_failures_and_reports_the_rest(cluster, synthetic_video, tmp_root):
+    specs = cells.budget_specs(budget_params(synthetic_video))
+    real = [sweep.Job(f"budget {s['method']} {s['epochs']}", "budget", s) for s in specs]
+    probes = sweep.probe_jobs(3, failures={0: "fail_once", 1: "crash_once", 2: "fail_always"})
+    lines = []
+    report = sweep.run_sweep(real + probes, cluster, threads=1, retries=2, echo=lines.append)
+
+    # the four real runs are done, as files the notebook reads back, with the numbers a serial run computes
+    assert len(real) == 4 and all(j.done() for j in real)
+    rows = [cells.budget_cell(s) for s in specs]
+    assert [(r["method"], r["epochs"]) for r in rows] == [(s["method"], s["epochs"]) for s in specs]
+    assert all(10 < r["frame_psnr_rgb"] < 60 for r in rows)
+    # a failure on the first try is retried; a worker killed mid-job is replaced and the job rescheduled
+    by_name = {r["job"]: r for r in report["results"]}
+    assert by_name["probe 0"]["status"] == "done" and by_name["probe 0"]["attempt"] == 2
+    assert by_name["probe 1"]["status"] == "done" and by_name["probe 1"]["attempt"] == 2
+    # a job failing on every try is reported with its error and log, and the sweep still finished the rest
+    assert [f["job"] for f in report["failed"]] == ["probe 2"]
+    assert "injected failure (attempt 3)" in report["failed"][0]["error"]
+    assert "attempt 3" in report["failed"][0]["log"]
+    assert len(report["results"]) == 6 and any("FAILED probe 2" in line for line in lines)
+
+    # idempotent: a second sweep of the same cells skips them all
+    again = sweep.run_sweep(real, cluster, echo=lines.append)
+    assert again["skipped"] == 4 and again["results"] == [] and again["failed"] == []
+
+
+def test_cli_dry_run_lists_notebook_04s_cells(tmp_root, synthetic_video, monkeypatch, capsys):
+    from .test_cells import nb04_params
+
+    seen = {}
+
+    def effective(profile, stem, video=None, overrides=None):
+        seen.update(profile=profile, stem=stem, overrides=overrides)
+        return nb04_params(synthetic_video)
+
+    monkeypatch.setattr(sweep, "_effective", effective)
+    assert sweep.main(["--profile", "default", "--grid", "comparison", "-p", "epochs=2", "--dry-run"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert seen == {"profile": "default", "stem": "04_baseline_comparison", "overrides": {"epochs": 2}}
+    assert [line.split()[0] for line in out] == ["todo", "todo"]
+    assert out[0].endswith("comparison tiny x2 seed 0") and out[1].endswith("comparison tiny x2 seed 1")
