@@ -104,6 +104,10 @@ class Method:
         """Bytes of per-patch side information the client needs besides the models."""
         return 0
 
+    def switch_bytes(self) -> int:
+        """Bytes streamed to the client at a chunk border (0: every model stays resident)."""
+        return 0
+
     def networks(self) -> dict[int, torch.nn.Module]:
         """The networks the client runs, keyed by manifest ``path`` (empty for bicubic)."""
         try:
@@ -270,6 +274,11 @@ class PerChunk(_Trained):
     def upscaler(self):
         ups = {k: model_upscaler(m, routed=False) for k, m in self._models.items()}
         return lambda patches, path: ups[path](patches, path)
+
+    def switch_bytes(self) -> int:
+        """The next chunk's whole model (mean over chunks)."""
+        models = self._trained()
+        return int(round(sum(state_bytes(m) for m in models.values()) / len(models)))
 
 
 class CaFM(PerChunk):

@@ -112,6 +112,9 @@ def test_cafm_shares_one_backbone_and_runs_each_chunk_as_a_folded_network(tiny_d
             assert torch.allclose(net(x), model(x, c), atol=1e-5)
     per_chunk = model.modulation_parameters_per_chunk()
     assert m.switch_bytes() == 4 * per_chunk
+    per_chunk_models = M.PerChunk(n_blocks=1, n_feats=4, expansion=2, epochs=0.05, batch_size=4, context=1)
+    per_chunk_models.prepare(tiny_data)
+    assert per_chunk_models.switch_bytes() > 10 * m.switch_bytes()  # a whole model vs its modulation
     backbone = count_parameters(model.backbone)
     assert count_parameters(model) == backbone + 3 * per_chunk
     # the manifests route every patch and frame to its chunk's modulation

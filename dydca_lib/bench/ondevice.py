@@ -266,10 +266,10 @@ def headline(latency, memory, switching, sgemm: dict, machine_info: dict, clip_r
                                                                   round(float(b.load_all_ms.iloc[0]), 2)]
                 out[f"resident_weight_ratio_stdo_vs_dydca_{rt}"] = ratio(float(a.resident_weight_bytes.iloc[0]),
                                                                          float(b.resident_weight_bytes.iloc[0]))
-    per_chunk = switching[switching.switching] if len(switching) else switching
-    if len(per_chunk):
-        out["switch_ms_per_chunk_model"] = {r.runtime: round(float(r.load_ms_median), 2)
-                                            for r in per_chunk[per_chunk.resolution == clip_resolution].itertuples()}
+    switchers = switching[switching.switching] if len(switching) else switching
+    for method, g in switchers[switchers.resolution == clip_resolution].groupby("method", sort=False):
+        key = "switch_ms_per_chunk_model" if method == "one model per chunk" else f"switch_ms_{method}"
+        out[key] = {r.runtime: round(float(r.load_ms_median), 2) for r in g.itertuples()}
     lat = latency[latency.resolution == clip_resolution]
     if len(lat):
         best = lat.loc[lat.achieved_gflops.idxmax()]

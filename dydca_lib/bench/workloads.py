@@ -7,7 +7,7 @@ import numpy as np
 
 from ..client.plan import Workload, plans_from_manifest
 
-METHOD_KEYS = ("dydca", "stdo", "per_chunk", "per_video")
+METHOD_KEYS = ("dydca", "stdo", "per_chunk", "cafm", "per_video")
 
 
 def resolution_hw(lr_height: int) -> tuple[int, int]:
