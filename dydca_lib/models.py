@@ -174,8 +174,9 @@ class CaFMWDSR(nn.Module):
         return convs + [b.tail]
 
     def _mod(self, y, path: int, i: int):
-        sl = self._slices[i]
-        return y * self.mod_scale[path, sl].view(1, -1, 1, 1) + self.mod_bias[path, sl].view(1, -1, 1, 1)
+        sl = self._slices[i]  # in the activation's dtype: fp32 factors would promote bf16 activations to fp32
+        a = self.mod_scale[path, sl].to(y.dtype).view(1, -1, 1, 1)
+        return torch.addcmul(self.mod_bias[path, sl].to(y.dtype).view(1, -1, 1, 1), y, a)
 
     def forward(self, x, path: int):
         b = self.backbone

@@ -54,6 +54,7 @@ class Job:
     kind: str  # a cell kind (cells.KINDS), "notebook" or "probe"
     spec: dict = field(hash=False)
     gpu: bool = False
+    phase: int = 1  # jobs of a phase start when every job of the earlier phases has ended
 
     @property
     def key(self) -> str:
@@ -79,18 +80,34 @@ def _effective(profile: str, stem: str, video=None, overrides: dict | None = Non
     return {**notebook_defaults(nb), **p.params[nb]}
 
 
+def prepare_jobs(specs: list[dict]) -> list[Job]:
+    """The shared inputs of the cells (frames, the general model, labels, manifests: what
+    ``pipeline.patch_data`` caches) for each clip and scale, before any cell needs them, so
+    workers do not build the same files at once: the first clip alone (the general model is
+    shared by all clips), then the others."""
+    patches = list({json.dumps(s["patch"], sort_keys=True): s["patch"] for s in specs}.values())
+    return [Job(f"prepare {Path(p['video']).stem} x{p['scale']}", "prepare", p, phase=0 if i == 0 else 1)
+            for i, p in enumerate(patches)]
+
+
+def _with_phases(prepare: list[Job], work: list[Job]) -> list[Job]:
+    last = max(j.phase for j in prepare) + 1 if prepare else 0
+    return prepare + [Job(j.name, j.kind, j.spec, j.gpu, last) for j in work]
+
+
 def comparison_jobs(profile: str, video=None, overrides: dict | None = None, gpu: bool = False) -> list[Job]:
-    """Notebook 04's (clip, scale, seed) cells."""
-    params = _effective(profile, "04_baseline_comparison", video, overrides)
-    return [Job(f"comparison {Path(s['patch']['video']).stem} x{s['patch']['scale']} seed {s['seed']}", "comparison", s, gpu)
-            for s in cells.comparison_specs(params)]
+    """Notebook 04's (clip, scale, seed) cells, after the clips' shared inputs."""
+    specs = cells.comparison_specs(_effective(profile, "04_baseline_comparison", video, overrides))
+    work = [Job(f"comparison {Path(s['patch']['video']).stem} x{s['patch']['scale']} seed {s['seed']}", "comparison",
+                s, gpu) for s in specs]
+    return _with_phases(prepare_jobs(specs), work)
 
 
 def budget_jobs(profile: str, video=None, overrides: dict | None = None, gpu: bool = False) -> list[Job]:
-    """Notebook 04b's (method, budget, seed) training runs."""
-    params = _effective(profile, "04b_budget_study", video, overrides)
-    return [Job(f"budget {s['method']} {s['epochs']:g} epochs seed {s['seed']}", "budget", s, gpu)
-            for s in cells.budget_specs(params)]
+    """Notebook 04b's (method, budget, seed) training runs, after the clip's shared inputs."""
+    specs = cells.budget_specs(_effective(profile, "04b_budget_study", video, overrides))
+    work = [Job(f"budget {s['method']} {s['epochs']:g} epochs seed {s['seed']}", "budget", s, gpu) for s in specs]
+    return _with_phases(prepare_jobs(specs), work)
 
 
 def notebook_jobs(profile: str, notebook: str, videos: list[str], overrides: dict | None = None) -> list[Job]:
@@ -110,6 +127,23 @@ def probe_jobs(n: int = 4, failures: dict | None = None) -> list[Job]:
     failures = failures or {}
     return [Job(f"probe {i}", "probe", {"index": i, "fault": failures.get(i, ""), "nonce": time.time_ns()})
             for i in range(n)]
+
+
+def wall_time_estimate(jobs: dict[str, tuple[int, float]], workers=(1, 8, 64)) -> "pd.DataFrame":
+    """On paper: ``{job type: (number of jobs, measured seconds per job)}`` -> the sweep's wall
+    time (hours) on each worker count, packing equal jobs greedily (``ceil(n / workers)`` rounds
+    per type, types one after another); no scheduler, storage or start-up overheads."""
+    import math
+
+    import pandas as pd
+
+    rows = []
+    for name, (n, seconds) in jobs.items():
+        rows.append({"job type": name, "jobs": int(n), "seconds per job": round(float(seconds), 1),
+                     **{f"{w} workers (h)": round(math.ceil(n / w) * seconds / 3600, 2) for w in workers}})
+    total = {"job type": "all", "jobs": sum(r["jobs"] for r in rows), "seconds per job": float("nan")}
+    total.update({f"{w} workers (h)": round(sum(r[f"{w} workers (h)"] for r in rows), 2) for w in workers})
+    return pd.DataFrame(rows + [total])
 
 
 # ---------------------------------------------------------------- a job, on a worker
@@ -162,6 +196,12 @@ def run_job(job: Job, threads: int = 1) -> dict:
             f.flush()
             subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT,
                            env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+        elif job.kind == "prepare":
+            from .params import PatchParams
+            from .pipeline import patch_data
+
+            data = patch_data(PatchParams.pick(job.spec))
+            info = {"frames": len(data.frame_table), "patches": len(data.manifest)}
         elif job.kind == "probe":
             info = _probe(job.spec, attempt)
         else:
@@ -198,19 +238,20 @@ def run_sweep(jobs: list[Job], client, threads: int = 1, retries: int = 2, echo=
     skipped = len(jobs) - len(todo)
     echo(f"sweep: {len(jobs)} jobs, {skipped} already done, {len(todo)} to run")
     run_id = uuid.uuid4().hex[:8]  # Dask keys are unique per sweep; the job key names the cell and its log
-    futures = {client.submit(run_job, j, threads, key=f"{j.key}-{run_id}", retries=retries, pure=False,
-                             resources={"GPU": 1} if j.gpu else None): j for j in todo}
     results, failed = [], []
-    for fut in as_completed(list(futures)):
-        job = futures[fut]
-        if fut.status == "finished":
-            results.append(fut.result())
-        else:
-            exc = fut.exception()
-            failed.append({"job": job.name, "key": job.key, "error": f"{type(exc).__name__}: {exc}",
-                           "log": _log_tail(job)})
-        echo(f"  [{len(results)} done, {len(failed)} failed, {len(todo) - len(results) - len(failed)} remaining] "
-             f"{job.name}: {'ok' if fut.status == 'finished' else 'FAILED'}")
+    for phase in sorted({j.phase for j in todo}):
+        futures = {client.submit(run_job, j, threads, key=f"{j.key}-{run_id}", retries=retries, pure=False,
+                                 resources={"GPU": 1} if j.gpu else None): j for j in todo if j.phase == phase}
+        for fut in as_completed(list(futures)):
+            job = futures[fut]
+            if fut.status == "finished":
+                results.append(fut.result())
+            else:
+                exc = fut.exception()
+                failed.append({"job": job.name, "key": job.key, "error": f"{type(exc).__name__}: {exc}",
+                               "log": _log_tail(job)})
+            echo(f"  [{len(results)} done, {len(failed)} failed, {len(todo) - len(results) - len(failed)} remaining] "
+                 f"{job.name}: {'ok' if fut.status == 'finished' else 'FAILED'}")
     for f in failed:
         echo(f"FAILED {f['job']} ({f['error']}); log tail:\n{f['log']}")
     return {"results": results, "failed": failed, "skipped": skipped}

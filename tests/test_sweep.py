@@ -36,10 +36,13 @@ def test_local_cluster_listens_on_loopback_only(cluster):
 
 def test_sweep_runs_cells_retries_failures_and_reports_the_rest(cluster, synthetic_video, tmp_root):
     specs = cells.budget_specs(budget_params(synthetic_video))
-    real = [sweep.Job(f"budget {s['method']} {s['epochs']}", "budget", s) for s in specs]
+    real = [sweep.Job(f"budget {s['method']} {s['epochs']}", "budget", s, phase=1) for s in specs]
+    prepare = sweep.prepare_jobs(specs)
+    assert len(prepare) == 1 and prepare[0].phase == 0
     probes = sweep.probe_jobs(3, failures={0: "fail_once", 1: "crash_once", 2: "fail_always"})
     lines = []
-    report = sweep.run_sweep(real + probes, cluster, threads=1, retries=2, echo=lines.append)
+    report = sweep.run_sweep(prepare + real + probes, cluster, threads=1, retries=2, echo=lines.append)
+    assert lines[1].endswith("prepare tiny x2: ok")  # phase 0 ends before any cell starts
 
     # the four real runs are done, as files the notebook reads back, with the numbers a serial run computes
     assert len(real) == 4 and all(j.done() for j in real)
@@ -54,7 +57,7 @@ def test_sweep_runs_cells_retries_failures_and_reports_the_rest(cluster, synthet
     assert [f["job"] for f in report["failed"]] == ["probe 2"]
     assert "injected failure (attempt 3)" in report["failed"][0]["error"]
     assert "attempt 3" in report["failed"][0]["log"]
-    assert len(report["results"]) == 6 and any("FAILED probe 2" in line for line in lines)
+    assert len(report["results"]) == 7 and any("FAILED probe 2" in line for line in lines)
 
     # idempotent: a second sweep of the same cells skips them all
     again = sweep.run_sweep(real, cluster, echo=lines.append)
@@ -74,5 +77,13 @@ def test_cli_dry_run_lists_notebook_04s_cells(tmp_root, synthetic_video, monkeyp
     assert sweep.main(["--profile", "default", "--grid", "comparison", "-p", "epochs=2", "--dry-run"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert seen == {"profile": "default", "stem": "04_baseline_comparison", "overrides": {"epochs": 2}}
-    assert [line.split()[0] for line in out] == ["todo", "todo"]
-    assert out[0].endswith("comparison tiny x2 seed 0") and out[1].endswith("comparison tiny x2 seed 1")
+    assert [line.split()[0] for line in out] == ["todo", "todo", "todo"]
+    assert out[0].endswith("prepare tiny x2")  # the clip's shared inputs first, then the cells
+    assert out[1].endswith("comparison tiny x2 seed 0") and out[2].endswith("comparison tiny x2 seed 1")
+
+
+def test_wall_time_estimate_packs_equal_jobs_per_worker():
+    t = sweep.wall_time_estimate({"cell": (10, 3600.0), "run": (64, 360.0)}, workers=(1, 8, 64)).set_index("job type")
+    assert t.loc["cell", "1 workers (h)"] == 10 and t.loc["cell", "8 workers (h)"] == 2 and t.loc["cell", "64 workers (h)"] == 1
+    assert t.loc["run", "8 workers (h)"] == 0.8 and t.loc["run", "64 workers (h)"] == 0.1
+    assert t.loc["all", "jobs"] == 74 and t.loc["all", "64 workers (h)"] == 1.1
