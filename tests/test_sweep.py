@@ -82,8 +82,12 @@ def test_cli_dry_run_lists_notebook_04s_cells(tmp_root, synthetic_video, monkeyp
     assert out[1].endswith("comparison tiny x2 seed 0") and out[2].endswith("comparison tiny x2 seed 1")
 
 
-def test_wall_time_estimate_packs_equal_jobs_per_worker():
+def test_wall_time_estimate_packs_longest_jobs_first():
+    assert sweep.makespan_s([3, 3, 2, 2], 2) == 5 and sweep.makespan_s([1] * 10, 3) == 4
+    assert sweep.makespan_s([3, 3, 2, 2, 2], 2) == 7  # greedy; the best packing is 6 (3+3 | 2+2+2)
     t = sweep.wall_time_estimate({"cell": (10, 3600.0), "run": (64, 360.0)}, workers=(1, 8, 64)).set_index("job type")
     assert t.loc["cell", "1 workers (h)"] == 10 and t.loc["cell", "8 workers (h)"] == 2 and t.loc["cell", "64 workers (h)"] == 1
     assert t.loc["run", "8 workers (h)"] == 0.8 and t.loc["run", "64 workers (h)"] == 0.1
-    assert t.loc["all", "jobs"] == 74 and t.loc["all", "64 workers (h)"] == 1.1
+    # together: the runs fill the gaps the cells leave
+    assert t.loc["all", "jobs"] == 74 and t.loc["all", "1 workers (h)"] == 16.4
+    assert t.loc["all", "8 workers (h)"] == 2.1 and t.loc["all", "64 workers (h)"] == 1.0
