@@ -87,7 +87,9 @@ def architectures(units: Mapping[int, WDSR], scale: int) -> tuple[DynamicWDSR, d
     if any(c["n_feats"] != shared["n_feats"] or c["expansion"] != shared["expansion"] for c in cfgs):
         raise CompileError("units of different widths cannot share one TVM build here")
     paths = [{k: v for k, v in c.items() if k not in ("scale", "use_weight_norm", "n_feats", "expansion")} for c in cfgs]
-    dyn = DynamicWDSR(scale=scale, paths=paths, **shared).eval()
+    # weight norm only if every unit has it (CaFM's per-chunk networks come folded); else plain, weights folded
+    wn = all(units[u].config.get("use_weight_norm", True) for u in units)
+    dyn = DynamicWDSR(scale=scale, paths=paths, use_weight_norm=wn, **shared).eval()
     for a, u in first.items():
         dyn.paths[a].load_state_dict(_weight_norm_state(units[u], dyn.paths[a]))
     return dyn, arch_of

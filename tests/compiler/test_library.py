@@ -51,3 +51,20 @@ def test_shapes_import_without_tvm():
 def test_unknown_compiler_name_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'fusee'"):
         C.fusee  # noqa: B018
+
+
+def test_architectures_take_folded_units_too():
+    """CaFM's per-chunk networks come with weight norm folded in; they share one architecture."""
+    from dydca_lib.compiler.library import architectures
+    from dydca_lib.models import CaFMWDSR
+
+    torch.manual_seed(0)
+    cafm = CaFMWDSR(scale=2, n_chunks=2, n_blocks=1, n_feats=4).eval()
+    with torch.no_grad():
+        cafm.mod_scale.uniform_(0.5, 1.5)
+    units = {c: cafm.chunk_network(c) for c in range(2)}
+    dyn, arch_of = architectures(units, scale=2)
+    assert arch_of == {0: 0, 1: 0}
+    x = torch.rand(1, 3, 6, 7)
+    with torch.no_grad():
+        assert torch.allclose(dyn(x, 0), cafm(x, 0), atol=1e-5)
