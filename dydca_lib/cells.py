@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import atomic_write_bytes, atomic_write_text
+from .io import _json_default, atomic_write_bytes, atomic_write_text
 from .params import PatchParams
 from .paths import data_dir
 from .runinfo import code_version
@@ -29,18 +29,8 @@ from .runinfo import code_version
 KINDS = ("comparison", "budget")
 
 
-def _plain(obj):
-    if hasattr(obj, "item"):  # numpy scalars
-        return obj.item()
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
 def _dumps(obj) -> str:
-    return json.dumps(obj, sort_keys=True, default=_plain)
+    return json.dumps(obj, sort_keys=True, default=_json_default)
 
 
 def cell_key(kind: str, spec: dict) -> str:

@@ -49,14 +49,18 @@ SAME_AS_04 = [*PATCH_PARAMS, "model_blocks", "model_feats", "model_expansion", "
               "learning_rate", "context"]
 
 
+def _effective(cfg: dict, stem: str) -> dict:
+    """A notebook's parameters in a profile: its defaults, then the profile's values."""
+    nb = notebook_path(stem)
+    return {**notebook_defaults(nb), **notebook_parameters(cfg, nb)}
+
+
 @pytest.mark.parametrize("profile", ["smoke", "default", "full"])
 def test_notebook_06_runs_notebook_04s_models(profile):
     cfg = load_profile(profile)
     if "06_on_device" not in cfg["notebooks"] or "04_baseline_comparison" not in cfg["notebooks"]:
         pytest.skip(f"profile {profile} does not run both")
-    nb04, nb06 = notebook_path("04_baseline_comparison"), notebook_path("06_on_device")
-    p04 = {**notebook_defaults(nb04), **notebook_parameters(cfg, nb04)}
-    p06 = {**notebook_defaults(nb06), **notebook_parameters(cfg, nb06)}
+    p04, p06 = _effective(cfg, "04_baseline_comparison"), _effective(cfg, "06_on_device")
     for name in SAME_AS_04:
         if name in ("video", "scale"):
             continue
@@ -76,9 +80,7 @@ def test_budget_study_reuses_notebook_04s_models(profile):
     cfg = load_profile(profile)
     if "04b_budget_study" not in cfg["notebooks"] or "04_baseline_comparison" not in cfg["notebooks"]:
         pytest.skip(f"profile {profile} does not run both")
-    nb04, nb04b = notebook_path("04_baseline_comparison"), notebook_path("04b_budget_study")
-    p04 = {**notebook_defaults(nb04), **notebook_parameters(cfg, nb04)}
-    p04b = {**notebook_defaults(nb04b), **notebook_parameters(cfg, nb04b)}
+    p04, p04b = _effective(cfg, "04_baseline_comparison"), _effective(cfg, "04b_budget_study")
     for name in SAME_AS_04:
         if name in ("video", "scale", "epochs"):
             continue
