@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .models import WDSR, count_parameters
 from .sources import CLIPS
@@ -21,7 +22,7 @@ from .video import crop_to_multiple, make_lr, prepare_frames
 
 NATURAL_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "retina", "hubble_deep_field",
                   "immunohistochemistry", "stereo_motorcycle")
-CODE_VERSION = 2  # bump when training code changes what a spec produces
+CODE_VERSION = 3  # bump when training code changes what a spec produces
 
 
 @dataclass
@@ -117,6 +118,7 @@ def general_model(spec: GeneralSpec, exclude_video, cache_dir: Path | None = Non
                                                      (spec.patch, spec.patch), batch_size=spec.batch_size,
                                                      seed=spec.seed))
     cfg = FitConfig(steps=spec.steps, lr=spec.lr, seed=spec.seed)
+    torch.manual_seed(spec.seed)  # initial weights follow the spec, not whatever the process drew before
     model, history, fit_info = train_or_load(spec.model(), sampler, cfg, key, f"general-x{spec.scale}",
                                              cache_dir, desc=f"general model x{spec.scale}")
     info = {"cache_file": fit_info["cache_file"], "parameters": count_parameters(model), "config": model.config,

@@ -170,6 +170,16 @@ def test_general_model_is_cached_and_excludes_the_evaluated_video(tmp_root):
     assert super_resolve(again, lr).shape == (20, 24, 3)
 
 
+def test_general_model_weights_do_not_depend_on_what_the_process_drew_before(tmp_path):
+    spec = general.GeneralSpec(n_blocks=1, n_feats=4, expansion=2, steps=2, batch_size=2, patch=16, clips=())
+    torch.manual_seed(123)
+    a, _, _ = general.general_model(spec, "cityCC0", cache_dir=tmp_path / "a")
+    torch.rand(1000)  # a notebook or a sweep worker may have used the global generator in between
+    b, _, _ = general.general_model(spec, "cityCC0", cache_dir=tmp_path / "b")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
 def test_training_precision_follows_the_hardware(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(train, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
