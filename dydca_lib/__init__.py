@@ -3,8 +3,9 @@
 Data flows one way and imports follow it (a module imports only from its left, plus the shared
 helpers ``paths``, ``io``, ``runinfo``, ``published``):
 
-data (``sources``, ``video``, ``metrics``, ``patches``, ``tensors``) -> learning (``models``,
-``train``, ``general``, ``params``, ``pipeline``, ``evaluate``, ``methods``, ``comparison``) ->
+data (``sources``, ``video``, ``codec``, ``metrics``, ``patches``, ``tensors``) -> learning (``models``,
+``train``, ``general``, ``params``, ``pipeline``, ``evaluate``, ``methods``, ``comparison``,
+``budget``, ``delivery``, ``cells``) ->
 ``compiler`` (all TVM building) -> ``client`` (what a device runs; no torch) -> ``bench`` (the
 experiments of notebooks 05/06) -> ``figures``, ``report`` -> ``reproduce``.
 """

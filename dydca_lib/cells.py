@@ -2,7 +2,8 @@
 
 A *cell* is one independent piece of a notebook's grid: notebook 04's (clip, scale, seed) —
 train every method for that seed and score it under both protocols — or notebook 04b's
-(method, budget, seed) run. Its result is a JSON file (plus an ``.npz`` of kept SR frames where
+(method, budget, seed) run, or notebook 08's rate–quality points ((clip, codec, CRF): encode,
+train on the decoded frames, score) and HR anchors. Its result is a JSON file (plus an ``.npz`` of kept SR frames where
 asked) under ``data/cells/``, named by a hash of its *spec* (every parameter that determines it)
 and the library's code version, written atomically: a notebook finds a cell that a sweep worker
 computed, a finished cell is never computed twice, and a killed one leaves nothing behind. A
@@ -21,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import delivery
 from .io import _json_default, atomic_write_bytes, atomic_write_text
 from .params import PatchParams
 from .paths import data_dir
 from .runinfo import code_version
 
-KINDS = ("comparison", "budget")
+KINDS = ("comparison", "budget", "ratequality", "anchor")
 
 
 def _dumps(obj) -> str:
@@ -176,4 +178,5 @@ def budget_cell(spec: dict) -> dict:
     return run_cell("budget", spec)["row"]
 
 
-COMPUTE = {"comparison": _comparison, "budget": _budget}
+COMPUTE = {"comparison": _comparison, "budget": _budget,
+           "ratequality": delivery.compute_point, "anchor": delivery.compute_anchor}  # notebook 08

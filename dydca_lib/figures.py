@@ -322,3 +322,41 @@ def budget_curves(curve: pd.DataFrame, plateau: pd.DataFrame, title: str = "",
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def rate_quality(curves: pd.DataFrame, anchors: pd.DataFrame, video: str, dtype: str, quality: str = "psnr_y",
+                 ylabel: str = "Y-PSNR (dB), held-out frames"):
+    """Notebook 08: kbit/s (log) vs quality for one clip, one panel per delivery length (models sent
+    with the clip, then amortised): HR anchors in black/grey, LR + each method in its colour; the
+    YUV 4:2:0 round trip alone (every curve's ceiling) is in the title."""
+    from matplotlib.ticker import FuncFormatter
+
+    c = curves[(curves.video == video) & (curves.model_dtype == dtype)]
+    a = anchors[anchors.video == video]
+    lengths = list(dict.fromkeys(c.delivered_s))
+    colors = method_colors(list(dict.fromkeys(c.method)))
+    styles = {"x264": dict(color="0.45", ls="--"), "x265": dict(color="black", ls="-")}
+    fig, axes = plt.subplots(1, len(lengths), figsize=(4.6 * len(lengths), 4.0), sharey=True, squeeze=False)
+    clip_s = c.seconds.iloc[0]
+    for ax, length in zip(axes[0], lengths):
+        for codec, g in a[a.codec != "none"].groupby("codec"):
+            g = g.sort_values("stream_kbps")
+            ax.plot(g.stream_kbps, g[quality], marker="s", ms=3, lw=1.6, label=f"HR {codec}",
+                    **styles.get(codec, dict(color="0.3", ls=":")))
+        for (method, codec), g in c[c.delivered_s == length].groupby(["method", "codec"], sort=False):
+            g = g.sort_values("kbps")
+            ax.plot(g.kbps, g[quality], marker="o", ms=3, lw=1.2, color=colors[method],
+                    label=f"LR {codec} + {method}")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(_plain_label))
+        ax.set_xlabel("kbit/s (video + models + routing map; log)")
+        ax.set_title(f"models sent with the {clip_s:g} s clip" if abs(length - clip_s) < 1e-9
+                     else f"models amortised over {length:g} s (extrapolation)", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(fontsize=6, loc="lower right")
+    ceiling = a[a.codec == "none"][quality]
+    fig.suptitle(f"{video}: rate–quality, LR + SR models ({dtype} weights) vs the HR stream"
+                 + (f" (YUV 4:2:0 round trip alone: {ceiling.iloc[0]:.2f})" if len(ceiling) else ""), fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -91,13 +91,19 @@ def cached_labels(frames: videolib.FrameSet, frame_ids, geom: P.PatchGeometry, n
     return labels, per_frame
 
 
-def patch_data(params: PatchParams | None = None, **changes) -> PatchData:
+def patch_data(params: PatchParams | None = None, *, frames: videolib.FrameSet | None = None,
+               **changes) -> PatchData:
     """Frames, chunks, general model, labels and the Dy-DCA manifest for one set of parameters:
     ``params`` (default :class:`~dydca_lib.params.PatchParams`) with ``changes`` applied, e.g.
-    ``patch_data(video="bikes", scale=3)``; an unknown name is a ``TypeError``."""
+    ``patch_data(video="bikes", scale=3)``; an unknown name is a ``TypeError``. ``frames`` replaces
+    the clip's own frames (e.g. its LR frames after a codec, :func:`dydca_lib.delivery.encoded_lr_frames`);
+    the general model still leaves out ``params.video``."""
     p = dataclasses.replace(params or PatchParams(), **changes)
-    frames = videolib.prepare_frames(p.video, p.scale, max_frames=p.max_frames or None, lr_kernel=p.lr_kernel,
-                                     fps=p.fps or None)
+    if frames is None:
+        frames = videolib.prepare_frames(p.video, p.scale, max_frames=p.max_frames or None, lr_kernel=p.lr_kernel,
+                                         fps=p.fps or None)
+    elif frames.scale != p.scale:
+        raise ValueError(f"frames are x{frames.scale}, the parameters say x{p.scale}")
     chunks, frame_table = videolib.plan_frames(len(frames), frames.fps, p.chunk_seconds, p.heldout_every,
                                                p.heldout_policy)
     if p.patch_size:

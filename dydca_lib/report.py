@@ -23,10 +23,11 @@ SECTIONS = {
     "05_tvm_compile_tune": "Compiler co-design (TVM)",
     "06_on_device": "On-device latency, memory and switching",
     "06_on_device_gpu": "The same client pipeline on a CUDA GPU (PyTorch)",
+    "08_rate_quality": "Rate–quality: LR video + models vs streaming the HR clip (H.264/H.265)",
 }
 NOT_RUN = {"06_on_device_gpu": "*not run: needs a CUDA GPU and this profile's cached models "
                                "(`python -m dydca_lib.bench.gpu --profile <profile>` on a GPU machine)*"}
-REPORT_NOTEBOOK = "07_report"
+REPORT_NOTEBOOK = "09_report"
 # the tables worth reading first, per notebook (others are linked)
 KEY_TABLES = {
     "01_data_chunking": ["chunks"],
@@ -38,6 +39,7 @@ KEY_TABLES = {
     "05_tvm_compile_tune": ["variants", "headline", "attempts"],
     "06_on_device": ["latency", "memory", "headline"],
     "06_on_device_gpu": ["latency"],
+    "08_rate_quality": ["verdict", "bd_rate", "clean_vs_decoded"],
 }
 
 

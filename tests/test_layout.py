@@ -10,8 +10,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dydca_lib"
 
 LAYERS = [  # a module may import from its own layer or any layer above it
     {"paths", "io", "runinfo", "published", "profiles"},  # shared helpers
-    {"sources", "video", "metrics", "tensors", "patches"},  # data
-    {"models", "train", "general", "params", "pipeline", "evaluate", "methods", "comparison", "budget", "cells"},  # learning
+    {"sources", "video", "codec", "metrics", "tensors", "patches"},  # data
+    {"models", "train", "general", "params", "pipeline", "evaluate", "methods", "comparison", "budget", "delivery", "cells"},  # learning
     {"compiler"},
     {"client"},
     {"bench"},
