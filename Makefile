@@ -36,10 +36,10 @@ data: $(STAMP)  ## fetch and verify the clips the profile needs (into data/)
 reproduce: $(STAMP)  ## run every notebook headless (papermill); results/<profile>/ (VIDEO=: your video)
 	$(PY) -m dydca_lib.reproduce $(REPRODUCE_ARGS)
 
-# a grid of notebook cells on Dask: GRID=comparison (notebook 04) or budget (04b); SCHEDULER=tcp://HOST:8786
+# a grid of notebook cells on Dask: GRID=comparison (notebook 04), budget (04b) or rate_quality (08); SCHEDULER=tcp://HOST:8786
 GRID ?= comparison
 SCHEDULER ?=
-sweep: $(STAMP)  ## run notebook 04's (GRID=budget: 04b's) cells on Dask (SCHEDULER=tcp://host:8786, else local)
+sweep: $(STAMP)  ## run notebook 04's (GRID=budget: 04b's, GRID=rate_quality: 08's) cells on Dask (SCHEDULER=tcp://host:8786, else local)
 	$(PY) -m dydca_lib.sweep --profile $(PROFILE) --grid $(GRID) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(if $(VIDEO),--video '$(VIDEO)') $(foreach p,$(PARAMS),-p '$(p)')
 
 test: test-unit test-notebooks  ## unit tests + notebooks under nbval (smoke defaults)

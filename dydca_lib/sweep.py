@@ -1,17 +1,18 @@
 """Sweeps on Dask distributed: a notebook's grid as independent jobs on a cluster.
 
 A *job* is one cell of a notebook's grid (:mod:`dydca_lib.cells`): notebook 04's (clip, scale,
-seed) — train every method for that seed, score it — or notebook 04b's (method, budget, seed)
-training run; or a whole notebook run per clip (``reproduce --only NB --video CLIP`` in a fresh
+seed) — train every method for that seed, score it — notebook 04b's (method, budget, seed)
+training run, notebook 08's (clip, codec, CRF) rate-quality point or HR anchor; or a whole notebook run per clip (``reproduce --only NB --video CLIP`` in a fresh
 process, so each job has its own papermill kernel). Jobs are idempotent: a cell is keyed by its
 parameters and the library's code version, written atomically, and skipped when done, so a
-sweep can be stopped and started again, and notebook 04 / 04b assemble their tables from the
+sweep can be stopped and started again, and notebooks 04, 04b and 08 assemble their tables from the
 cells a sweep computed exactly as from a serial run (they read the same files).
 
 ::
 
     python -m dydca_lib.sweep --profile default --grid comparison             # LocalCluster on 127.0.0.1
     python -m dydca_lib.sweep --profile default --grid budget --scheduler tcp://HOST:8786
+    python -m dydca_lib.sweep --profile full --grid rate_quality             # notebook 08's points
     python -m dydca_lib.sweep --profile default --grid notebooks --notebook 01 --videos cityCC0 bikes
     make reproduce PROFILE=default                                             # assembles the tables
 
@@ -45,7 +46,7 @@ from pathlib import Path
 from . import cells
 from .paths import data_dir
 
-GRIDS = ("comparison", "budget", "notebooks", "probe")
+GRIDS = ("comparison", "budget", "rate_quality", "notebooks", "probe")
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,20 @@ def budget_jobs(profile: str, video=None, overrides: dict | None = None, gpu: bo
     specs = cells.budget_specs(_effective(profile, "04b_budget_study", video, overrides))
     work = [Job(f"budget {s['method']} {s['epochs']:g} epochs seed {s['seed']}", "budget", s, gpu) for s in specs]
     return _with_phases(prepare_jobs(specs), work)
+
+
+def rate_quality_jobs(profile: str, video=None, overrides: dict | None = None, gpu: bool = False) -> list[Job]:
+    """Notebook 08's HR anchor streams and (clip, LR codec, CRF) points, after the clips' shared inputs."""
+    from . import delivery
+
+    params = _effective(profile, "08_rate_quality", video, overrides)
+    anchors = delivery.anchor_specs(params, params["videos"], params["anchor_codecs"])
+    points = delivery.point_specs(params, params["videos"], params["lr_codecs"])
+    work = [Job(f"anchor {Path(s['patch']['video']).stem} {s['codec'] or 'yuv420'} crf {s['crf']}", "anchor", s)
+            for s in anchors]
+    work += [Job(f"rate-quality {Path(s['patch']['video']).stem} {s['codec']} crf {s['crf']}", "ratequality", s, gpu)
+             for s in points]
+    return _with_phases(prepare_jobs(points), work)
 
 
 def notebook_jobs(profile: str, notebook: str, videos: list[str], overrides: dict | None = None) -> list[Job]:
@@ -293,6 +308,8 @@ def build_jobs(a) -> list[Job]:
         return comparison_jobs(a.profile, a.video, overrides, a.gpu_jobs)
     if a.grid == "budget":
         return budget_jobs(a.profile, a.video, overrides, a.gpu_jobs)
+    if a.grid == "rate_quality":
+        return rate_quality_jobs(a.profile, a.video, overrides, a.gpu_jobs)
     if a.grid == "notebooks":
         if not a.notebook:
             raise SystemExit("--grid notebooks needs --notebook")

@@ -82,6 +82,16 @@ def test_cli_dry_run_lists_notebook_04s_cells(tmp_root, synthetic_video, monkeyp
     assert out[1].endswith("comparison tiny x2 seed 0") and out[2].endswith("comparison tiny x2 seed 1")
 
 
+def test_rate_quality_grid_lists_anchors_then_points_after_the_prepare_job(monkeypatch):
+    from .test_delivery import nb08_params
+
+    monkeypatch.setattr(sweep, "_effective", lambda profile, stem, video=None, overrides=None: nb08_params("tiny.avi"))
+    jobs = sweep.rate_quality_jobs("default")
+    assert [j.name for j in jobs] == ["prepare tiny x2", "anchor tiny yuv420 crf None", "anchor tiny x264 crf 30",
+                                      "anchor tiny x264 crf 40", "rate-quality tiny x264 crf 30", "rate-quality tiny x264 crf 40"]
+    assert [j.phase for j in jobs] == [0, 1, 1, 1, 1, 1] and {j.kind for j in jobs[1:]} == {"anchor", "ratequality"}
+
+
 def test_wall_time_estimate_packs_longest_jobs_first():
     assert sweep.makespan_s([3, 3, 2, 2], 2) == 5 and sweep.makespan_s([1] * 10, 3) == 4
     assert sweep.makespan_s([3, 3, 2, 2, 2], 2) == 7  # greedy; the best packing is 6 (3+3 | 2+2+2)
