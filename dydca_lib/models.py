@@ -209,6 +209,32 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in fold_weight_norm(model).parameters())
 
 
+TRUNK = ("head", "body", "tail")  # a WDSR path's trunk: > 99 % of its FLOPs; the 5x5 skip conv is the rest
+
+
+class ReducedTrunk(nn.Module):
+    """A plain (folded) WDSR path whose trunk (head, body, tail) runs in ``dtype`` (bf16), channels-last
+    (oneDNN's layout for bf16 kernels), while the skip conv, the sum and the output stay fp32.
+
+    The skip carries the picture itself (values near 1.0, where bf16's 8-bit mantissa steps by
+    1/256: a whole 8-bit level); the trunk adds the small residual detail, whose bf16 rounding is
+    far below a level. ``wdsr`` is changed in place (its trunk converted)."""
+
+    def __init__(self, wdsr: nn.Module, dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        self.wdsr, self.dtype = wdsr, dtype
+        for name in TRUNK:
+            getattr(wdsr, name).to(dtype=dtype, memory_format=torch.channels_last)
+        self.config = wdsr.config
+
+    def forward(self, x):
+        w = self.wdsr
+        x = x - w.input_mean
+        t = x.to(dtype=self.dtype, memory_format=torch.channels_last)
+        y = w.tail(w.body(w.head(t))).float() + w.skip(x)
+        return w.shuffle(y) + w.input_mean
+
+
 def fold_weight_norm(model: nn.Module) -> nn.Module:
     """A plain-conv copy of a model built from keyword arguments (``model.config``), same outputs.
 

@@ -37,7 +37,7 @@ KEY_TABLES = {
                                "published_stdo_readme"],
     "04b_budget_study": ["plateaus", "orderings"],
     "05_tvm_compile_tune": ["variants", "headline", "attempts"],
-    "06_on_device": ["latency", "memory", "headline"],
+    "06_on_device": ["latency", "precision", "memory", "headline"],
     "06_on_device_gpu": ["latency"],
     "08_rate_quality": ["verdict", "bd_rate", "clean_vs_decoded"],
 }

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..client.bundle import RUNTIMES, bundle_bytes, export_bundle
+from ..client.bundle import RUNTIMES, bundle_bytes, export_bundle, precision_of
 from ..client.engines import make_engine
 from ..client.loop import Client
 from ..client.plan import Workload, size_routing, switches
@@ -62,10 +62,13 @@ class Config:
 
 
 def build_configs(methods: dict, workloads: dict, runtimes, hd_runtimes, clip_resolution: str, folder: Path, *,
-                  scale: int, max_batch: int = 16, tuned: bool = True, tune_trials_per_task: int = 0) -> list[Config]:
+                  scale: int, max_batch: int = 16, tuned: bool = True, tune_trials_per_task: int = 0,
+                  calibration: dict | None = None) -> list[Config]:
     """Export a bundle for every (method, workload, runtime): every runtime at the clip's size,
     ``hd_runtimes`` (among ``runtimes``) at the other sizes. ``workloads``: ``{(key, resolution): Workload}``.
-    ``tune_trials_per_task`` > 0 tunes the TVM kernels the committed database lacks (see :func:`export_bundle`)."""
+    ``tune_trials_per_task`` > 0 tunes the TVM kernels the committed database lacks (see :func:`export_bundle`).
+    ``calibration``: ``{method key: {unit: batches}}`` for int8 runtimes
+    (:func:`dydca_lib.bench.precision.calibration_batches`)."""
     out = []
     for (key, res), wl in workloads.items():
         m = methods[key]
@@ -73,9 +76,11 @@ def build_configs(methods: dict, workloads: dict, runtimes, hd_runtimes, clip_re
         for rt in runtimes:
             if res != clip_resolution and rt not in hd_runtimes:
                 continue
+            cal = (calibration or {}).get(key) if precision_of(rt) == "int8" else None
             b = export_bundle(units, rt, Path(folder) / f"{key}-{len(out):02d}-{rt}", scale=scale, context=m.context,
                               plans=wl.plans, dynamic=dyn, routing=size_routing(wl) if dyn is not None else None,
-                              max_batch=max_batch, tuned=tuned, tune_trials_per_task=tune_trials_per_task)
+                              max_batch=max_batch, tuned=tuned, tune_trials_per_task=tune_trials_per_task,
+                              calibration=cal)
             out.append(Config(key, m.name, rt, res, b, wl, units, switches(units, wl), m.context))
     return out
 
@@ -133,8 +138,9 @@ def check_outputs(configs: list[Config], methods: dict, outputs: list):
             refs[(c.key, c.resolution, i)] = stitch(sr, man, covered, s)
         want = refs[(c.key, c.resolution, i)]
         d = np.abs(got.astype(int) - want.astype(int))
-        rows.append({"method": c.method, "runtime": c.runtime, "resolution": c.resolution, "frame": i,
-                     "max_abs_diff": int(d.max()), "share_differing": float((d > 0).mean())})
+        rows.append({"method": c.method, "runtime": c.runtime, "precision": precision_of(c.runtime),
+                     "resolution": c.resolution, "frame": i, "max_abs_diff": int(d.max()),
+                     "mean_abs_diff": float(d.mean()), "share_differing": float((d > 0).mean())})
     return pd.DataFrame(rows)
 
 
@@ -166,8 +172,8 @@ def latency_table(configs: list[Config], per_frame, startup, sgemm: dict, machin
         d = per_frame[(per_frame.method == c.method) & (per_frame.runtime == c.runtime) & (per_frame.resolution == c.resolution)]
         flops = float(np.mean([frame_flops(c.units, c.workload.plans[int(i)], c.context) for i in d.frame]))
         lr_h, lr_w = c.workload.lr_hw
-        rows.append({"method": c.method, "runtime": c.runtime, "resolution": c.resolution,
-                     "lr_megapixels": lr_h * lr_w / 1e6,
+        rows.append({"method": c.method, "runtime": c.runtime, "precision": precision_of(c.runtime),
+                     "resolution": c.resolution, "lr_megapixels": lr_h * lr_w / 1e6,
                      **latency_summary(d.to_dict("records"), flops, sgemm["peak_gflops"]),
                      "startup_ms": st * 1e3, "sgemm_peak_gflops": sgemm["peak_gflops"]})
     return _with_machine(pd.DataFrame(rows), machine_info)

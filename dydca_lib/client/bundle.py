@@ -18,10 +18,36 @@ RUNTIMES = {
     "torch_batched": "PyTorch eager, batched by shape",
     "onnxruntime": "ONNX Runtime",
     "tvm": "TVM static (tuned)",
+    "torch_batched_bf16": "PyTorch eager, batched by shape, bf16 weights and activations, channels-last (oneDNN)",
+    "onnxruntime_int8": "ONNX Runtime, int8 QDQ (static, per-channel weights, calibrated on training frames)",
     "torch_ref_cuda": "PyTorch eager on CUDA, reference (1 patch per call)",
     "torch_batched_cuda": "PyTorch eager on CUDA, batched by shape",
 }
 CUDA_RUNTIMES = ("torch_ref_cuda", "torch_batched_cuda")  # need a GPU; frames stay in host memory, copies are timed
+PRECISION = {"torch_batched_bf16": "bf16", "onnxruntime_int8": "int8"}  # every other runtime computes in fp32
+# the CPU features that make a precision worth running (without them oneDNN emulates bf16 and MLAS
+# runs int8 without VNNI dot products: slower than fp32, so those rows are skipped, not timed)
+PRECISION_CPU_FLAGS = {"bf16": ("avx512_bf16", "amx_bf16"), "int8": ("avx512_vnni", "avx_vnni", "amx_int8")}
+
+
+def precision_of(runtime: str) -> str:
+    """The arithmetic a runtime's client computes in: ``fp32``, ``bf16`` or ``int8``."""
+    return PRECISION.get(runtime, "fp32")
+
+
+def unsupported_reason(runtime: str, flags=None) -> str | None:
+    """Why this CPU should not run ``runtime`` (``None`` when it can): a reduced precision needs
+    one of :data:`PRECISION_CPU_FLAGS` (``flags``: the CPU's, read from /proc/cpuinfo when omitted)."""
+    need = PRECISION_CPU_FLAGS.get(precision_of(runtime))
+    if need is None:
+        return None
+    if flags is None:
+        from ..runinfo import cpu_flags
+
+        flags = cpu_flags()
+    if set(need) & set(flags):
+        return None
+    return f"{precision_of(runtime)} needs a CPU with {' or '.join(need)}; this one has none (fp32 only)"
 
 
 def _state_file(path: Path, model) -> int:
@@ -53,9 +79,59 @@ def export_onnx(wdsr, path: Path, example_hw: tuple[int, int] = (16, 16)) -> int
     return Path(path).stat().st_size
 
 
+def export_onnx_int8(wdsr, path: Path, calibration: list) -> int:
+    """One WDSR path as an int8 ONNX model: :func:`export_onnx`, then ONNX Runtime's static QDQ
+    quantization of the trunk's convolutions — int8 per-channel weights (symmetric), uint8
+    activations (the U8S8 kernels VNNI and AMX run), ranges from min/max over ``calibration``
+    (batches of uint8 NHWC LR patches, the server's training frames; batches may differ in size).
+    The 5x5 skip conv (< 1 % of the FLOPs, it carries the picture), the sum and the pixel shuffle
+    stay fp32, as in :class:`dydca_lib.models.ReducedTrunk`. Returns the file's bytes."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    import onnx
+
+    from ..models import TRUNK
+    from ..tensors import to_nchw
+
+    batches = [np.asarray(b) for b in calibration]
+    if not batches or any(b.ndim != 4 or b.shape[-1] != 3 or b.dtype != np.uint8 for b in batches):
+        raise ValueError("int8 calibration needs batches of uint8 NHWC RGB patches")
+    path = Path(path)
+    fp32 = path.with_name(path.stem + ".fp32.onnx")
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(batches)
+
+        def get_next(self):
+            b = next(self.it, None)
+            return None if b is None else {"x": to_nchw(b)}
+
+    export_onnx(wdsr, fp32)
+    prepared = path.with_name(path.stem + ".prep.onnx")
+    try:
+        quant_pre_process(str(fp32), str(prepared), auto_merge=True)  # shapes + graph folding, as ORT advises
+        nodes = [n.name for n in onnx.load(str(prepared)).graph.node]
+        trunk = tuple(f"/{name}/" for name in TRUNK)  # the exporter names nodes by module path
+        outside = [n for n in nodes if not n.startswith(trunk)]
+        if len(outside) == len(nodes) or not any("/skip/" in n for n in outside):
+            raise RuntimeError(f"cannot tell the trunk from the skip in the exported graph: {nodes}")
+        quantize_static(str(prepared), str(path), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=["Conv", "Relu", "Add"],
+                        nodes_to_exclude=outside)
+    finally:
+        fp32.unlink(missing_ok=True)
+        prepared.unlink(missing_ok=True)
+    return path.stat().st_size
+
+
 def export_bundle(units: dict, runtime: str, out_dir: Path, *, scale: int, context: int, plans: dict | None = None,
                   dynamic=None, routing: dict | None = None, max_batch: int = 16, tuned: bool = True,
-                  cache_dir: Path | None = None, target=None, tune_trials_per_task: int = 0) -> dict:
+                  cache_dir: Path | None = None, target=None, tune_trials_per_task: int = 0,
+                  calibration: dict | None = None) -> dict:
     """Write what a client of ``runtime`` receives for these units into ``out_dir``; returns the
     bundle description (JSON-able, absolute paths) that :func:`make_engine` loads.
 
@@ -65,14 +141,20 @@ def export_bundle(units: dict, runtime: str, out_dir: Path, *, scale: int, conte
     ``onnxruntime``: one ``.onnx`` per unit. ``tvm``: one compiled library for the units'
     architectures and the patch shapes of ``plans`` (cached in ``cache_dir``; kernels the committed
     database lacks are tuned first when ``tune_trials_per_task`` > 0) + one ``.npz`` of weights per unit.
+    ``torch_batched_bf16``: each unit folded, weights stored in bf16. ``onnxruntime_int8``: one int8
+    ``.onnx`` per unit (:func:`export_onnx_int8`), ``calibration`` ``{unit: [uint8 NHWC batches]}``.
     """
-    from ..models import build_model, fold_weight_norm, model_record, unit_params
+    from ..models import TRUNK, build_model, fold_weight_norm, model_record, unit_params
 
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {list(RUNTIMES)}, got {runtime!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    bundle = {"runtime": runtime, "scale": int(scale), "context": int(context), "units": {}, "dir": str(out_dir)}
+    precision = precision_of(runtime)
+    if precision == "int8" and (not calibration or set(map(int, calibration)) < set(map(int, units))):
+        raise ValueError(f"runtime {runtime} quantizes every unit: give calibration patches for units {sorted(units)}")
+    bundle = {"runtime": runtime, "scale": int(scale), "context": int(context), "units": {}, "dir": str(out_dir),
+              "precision": precision}
     if runtime in CUDA_RUNTIMES:  # the CPU bundle, run on the GPU
         bundle = export_bundle(units, runtime.removesuffix("_cuda"), out_dir, scale=scale, context=context,
                                plans=plans, dynamic=dynamic, routing=routing, max_batch=max_batch)
@@ -98,20 +180,36 @@ def export_bundle(units: dict, runtime: str, out_dir: Path, *, scale: int, conte
         shutil.copyfile(so, lib)
         bundle["tvm"] = {**meta, "lib": str(lib), "lib_bytes": lib.stat().st_size}
     for u, unit in sorted(units.items()):
+        weights = _weight_bytes(unit)
         if runtime == "torch_ref":
             f = out_dir / f"unit{u}.pt"
             size = _state_file(f, unit)
-        elif runtime == "torch_batched":
+        elif runtime in ("torch_batched", "torch_batched_bf16"):
+            import torch
+
             f = out_dir / f"unit{u}.pt"
-            size = _state_file(f, fold_weight_norm(unit).eval())
+            plain = fold_weight_norm(unit).eval()
+            if precision == "bf16":  # the trunk's weights in bf16, as the client computes with them
+                for name in TRUNK:
+                    getattr(plain, name).to(torch.bfloat16)
+            size = _state_file(f, plain)
+            weights = int(sum(t.numel() * t.element_size() for t in plain.state_dict().values()))
         elif runtime == "onnxruntime":
             f = out_dir / f"unit{u}.onnx"
             size = export_onnx(unit, f)
+        elif runtime == "onnxruntime_int8":
+            import onnx
+            from onnx import numpy_helper
+
+            f = out_dir / f"unit{u}.onnx"
+            size = export_onnx_int8(unit, f, calibration[u] if u in calibration else calibration[str(u)])
+            weights = int(sum(numpy_helper.to_array(t).nbytes for t in onnx.load(str(f)).graph.initializer))
         else:
             f = out_dir / f"unit{u}.npz"
             np.savez(f, *unit_params(unit))
             size = f.stat().st_size
-        bundle["units"][str(u)] = {"file": str(f), "bytes": size, "weight_bytes": _weight_bytes(unit)}
+        # the parameters as shipped: fp32; bf16 trunk + fp32 skip; int8 weights + int32 biases + scales + fp32 skip
+        bundle["units"][str(u)] = {"file": str(f), "bytes": size, "weight_bytes": weights}
     return bundle
 
 

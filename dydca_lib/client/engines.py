@@ -54,6 +54,7 @@ class TorchEngine(Engine):
             raise RuntimeError(f"runtime {bundle['runtime']} needs a CUDA GPU; torch sees none")
         self.dynamic = None
         self.routes_by_size = "dynamic" in bundle
+        self.bf16 = bundle.get("precision") == "bf16"  # bf16 trunk, fp32 skip and output (models.ReducedTrunk)
 
     def _load_file(self, f):
         from ..models import build_model
@@ -62,6 +63,10 @@ class TorchEngine(Engine):
         m = build_model(stored["record"])
         m.load_state_dict(stored["state"])
         m = m.eval().to(self.device)
+        if self.bf16:
+            from ..models import ReducedTrunk
+
+            m = ReducedTrunk(m, self.torch.bfloat16)
         if self.device.type == "cuda":
             self.torch.cuda.synchronize()  # a switch is done when the weights are on the GPU
         return m
@@ -157,6 +162,7 @@ class TvmEngine(Engine):
 
 
 ENGINES = {"torch_ref": TorchEngine, "torch_batched": TorchEngine, "onnxruntime": OrtEngine, "tvm": TvmEngine,
+           "torch_batched_bf16": TorchEngine, "onnxruntime_int8": OrtEngine,
            "torch_ref_cuda": TorchEngine, "torch_batched_cuda": TorchEngine}
 
 

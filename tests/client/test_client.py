@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from dydca_lib.client.bundle import CUDA_RUNTIMES, RUNTIMES, export_bundle, export_onnx
+from dydca_lib.client.bundle import (CUDA_RUNTIMES, RUNTIMES, export_bundle, export_onnx, precision_of,
+                                     unsupported_reason)
 from dydca_lib.client.loop import Client
 from dydca_lib.client.plan import Workload, plans_from_manifest, size_routing, switches
 from dydca_lib.models import WDSR, fold_weight_norm, super_resolve
@@ -52,8 +53,11 @@ def test_full_frame_pipeline_matches_evaluate(setup, runtime, tmp_path):
     model, manifest, lr, wl = setup
     want = reference_frame(model, lr, manifest)
     units = {p: m for p, m in enumerate(model.paths)}
+    calibration = {p: [calibration_patches(h)] for p, h in enumerate((4, 8))}  # path 0 serves 4x4, path 1 8x8
     bundle = export_bundle(units, runtime, tmp_path / runtime, scale=SCALE, context=CONTEXT, plans=wl.plans,
-                             dynamic=model, routing=size_routing(wl), tuned=False, cache_dir=tmp_path / "cache")
+                             dynamic=model, routing=size_routing(wl), tuned=False, cache_dir=tmp_path / "cache",
+                             calibration=calibration)
+    assert bundle["precision"] == precision_of(runtime)
     client = Client(bundle, wl, threads=2)
     sr, switch_ms, compute_ms = client.frame(0)
     assert sr.shape == want.shape == (28, 36, 3) and sr.dtype == np.uint8
@@ -61,10 +65,39 @@ def test_full_frame_pipeline_matches_evaluate(setup, runtime, tmp_path):
     diff = np.abs(sr.astype(int) - want.astype(int))
     if runtime in ("torch_ref", "torch_batched"):
         assert diff.max() == 0  # same arithmetic as the evaluation path
+    elif precision_of(runtime) != "fp32":  # rounding error of bf16 (8-bit mantissa) or int8, not a wrong pixel
+        assert np.abs(sr.astype(float) - want).mean() < 3 and diff.max() < 40
     else:  # float noise (~1e-6) may flip a rounding to the next 8-bit level
         assert diff.max() <= 1 and (diff > 0).mean() < 0.01
     rows = client.run(passes=1, warmup=1)
     assert len(rows) == 1 and rows[0]["total_ms"] > 0
+
+
+def calibration_patches(side, n=6, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, size=(n, side + 2 * CONTEXT, side + 2 * CONTEXT, 3), dtype=np.uint8)
+
+
+def test_reduced_precision_bundles_are_smaller_and_int8_needs_calibration(setup, tmp_path):
+    model, manifest, lr, wl = setup
+    units = {p: m for p, m in enumerate(model.paths)}
+    fp32 = export_bundle(units, "torch_batched", tmp_path / "fp32", scale=SCALE, context=CONTEXT)
+    bf16 = export_bundle(units, "torch_batched_bf16", tmp_path / "bf16", scale=SCALE, context=CONTEXT)
+    for u in fp32["units"]:  # the trunk in bf16, the small skip conv in fp32
+        assert fp32["units"][u]["weight_bytes"] / 2 < bf16["units"][u]["weight_bytes"] < fp32["units"][u]["weight_bytes"]
+        assert bf16["units"][u]["bytes"] < fp32["units"][u]["bytes"]
+    with pytest.raises(ValueError, match="calibration patches for units"):
+        export_bundle(units, "onnxruntime_int8", tmp_path / "int8", scale=SCALE, context=CONTEXT, calibration={0: []})
+    with pytest.raises(ValueError, match="uint8 NHWC"):
+        export_bundle(units, "onnxruntime_int8", tmp_path / "int8", scale=SCALE, context=CONTEXT,
+                      calibration={0: [np.zeros((2, 8, 8, 3), np.float32)], 1: [calibration_patches(8)]})
+
+
+def test_reduced_precision_runs_only_where_the_cpu_computes_it():
+    assert unsupported_reason("onnxruntime", flags=set()) is None  # fp32 runs anywhere
+    assert "avx512_bf16" in unsupported_reason("torch_batched_bf16", flags={"avx512f"})
+    assert unsupported_reason("torch_batched_bf16", flags={"avx512f", "amx_bf16"}) is None
+    assert "avx512_vnni" in unsupported_reason("onnxruntime_int8", flags={"avx2"})
+    assert unsupported_reason("onnxruntime_int8", flags={"avx_vnni"}) is None
 
 
 def test_cuda_runtime_without_a_gpu_is_a_clear_error(setup, tmp_path):

@@ -1,0 +1,122 @@
+"""Reduced precision on the client (dydca_lib.bench.precision) on tiny shapes: what runs where,
+the peaks, int8 calibration data, quality through the engines, and the tables and headline from
+known numbers. No timing is asserted."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dydca_lib.bench import ondevice
+from dydca_lib.bench import precision as PR
+from dydca_lib.client.plan import Workload, plans_from_manifest
+from dydca_lib.models import WDSR
+from dydca_lib.video import bicubic_resize
+
+
+def test_support_table_lists_what_runs_here_and_what_is_not_built():
+    t = PR.support_table(["torch_batched", "torch_batched_bf16", "onnxruntime_int8"], flags={"avx512f", "avx512_bf16"})
+    built = t[t.built].set_index("runtime")
+    assert built.loc["torch_batched_bf16", "runs_here"] and built.loc["torch_batched", "precision"] == "fp32"
+    assert not built.loc["onnxruntime_int8", "runs_here"] and "avx512_vnni" in built.loc["onnxruntime_int8", "note"]
+    missing = t[~t.built]
+    assert {("tvm", "int8"), ("tvm", "bf16"), ("torch", "int8")} <= set(zip(missing.runtime, missing.precision))
+    assert PR.runnable(["torch_ref", "onnxruntime_int8", "torch_batched_bf16"], flags=set()) == ["torch_ref"]
+
+
+def test_matmul_peaks_measure_each_precision_the_cpu_has():
+    only_fp32 = PR.matmul_peaks(n=64, repeats=1, threads=1, flags=set())
+    assert set(only_fp32) == {"fp32"} and only_fp32["fp32"]["peak_gflops"] > 0
+    every = PR.matmul_peaks(n=64, repeats=1, threads=1, flags={"avx512_bf16", "avx512_vnni"})
+    assert set(every) == {"fp32", "bf16", "int8"}
+    assert all(v["peak_gflops"] >= v["median_gflops"] > 0 for v in every.values())
+
+
+class _Frames:
+    """A 3-frame clip: LR random texture, HR its bicubic x2 (any SR lands near it)."""
+
+    scale = 2
+
+    def __init__(self):
+        self._lr = {i: np.random.default_rng(i).integers(0, 256, size=(16, 20, 3), dtype=np.uint8) for i in range(3)}
+
+    def lr(self, i):
+        return self._lr[i]
+
+    def hr(self, i):
+        return bicubic_resize(self._lr[i], (32, 40))
+
+
+class _Data:
+    frames = _Frames()
+
+
+class _Method:
+    """A prepared whole-frame method: one model per chunk (frames 0, 1 in chunk 0, frame 2 in 1)."""
+
+    name, key, context = "one model per chunk", "per_chunk", 0
+
+    def __init__(self):
+        torch.manual_seed(0)
+        self._units = {0: WDSR(scale=2, n_blocks=1, n_feats=4).eval(), 1: WDSR(scale=2, n_blocks=1, n_feats=4).eval()}
+
+    def units(self):
+        return self._units
+
+    def dynamic_model(self):
+        return None
+
+    def frame_manifest(self, ids):
+        return pd.DataFrame({"frame": list(ids), "y": 0, "x": 0, "h": 16, "w": 20, "path": [int(i == 2) for i in ids]})
+
+
+def test_calibration_batches_group_training_patches_by_unit():
+    cal = PR.calibration_batches(_Method(), _Data(), [0, 1, 2], context=0, per_unit=8)
+    assert sorted(cal) == [0, 1]
+    assert sum(len(b) for b in cal[0]) == 2 and sum(len(b) for b in cal[1]) == 1
+    assert all(b.dtype == np.uint8 and b.shape[1:] == (16, 20, 3) for bs in cal.values() for b in bs)
+
+
+def test_quality_through_each_engine_against_fp32(tmp_path):
+    m, data = _Method(), _Data()
+    ids = [0, 1, 2]
+    wl = Workload("clip 20x16", {i: data.frames.lr(i) for i in ids},
+                  plans_from_manifest(m.frame_manifest(ids), ids), {0: 0, 1: 0, 2: 1})
+    cal = {"per_chunk": PR.calibration_batches(m, data, ids, context=0)}
+    cfgs = ondevice.build_configs({"per_chunk": m}, {("per_chunk", "clip 20x16"): wl},
+                                  ["torch_batched", "onnxruntime", "torch_batched_bf16", "onnxruntime_int8"], [],
+                                  "clip 20x16", tmp_path, scale=2, calibration=cal)
+    q = PR.quality_table(cfgs, {"per_chunk": m}, data, [1, 2], threads=1, resolution="clip 20x16",
+                         progress=False).set_index("runtime")
+    assert list(q.precision) == ["fp32", "fp32", "bf16", "int8"] and (q.frames == 2).all()
+    assert (q.reference == "torch_batched").all() and q.loc["torch_batched", "d_psnr_rgb_db"] == 0
+    assert abs(q.loc["onnxruntime", "d_psnr_rgb_db"]) < 0.01  # fp32 peers: float noise only
+    for rt in ("torch_batched_bf16", "onnxruntime_int8"):  # a rounding cost, not a broken model
+        assert 0 < abs(q.loc[rt, "d_psnr_rgb_db"]) < 3 and q.loc[rt, "frame_psnr_rgb"] > 20
+
+
+def test_precision_table_and_fastest_client_within_tolerance():
+    clip, hd = "clip 360x198", "540p 960x540->1920x1080"
+    lat = pd.DataFrame([
+        ("Dy-DCA", "torch_batched", clip, 10.0, 100.0, 20.0), ("Dy-DCA", "onnxruntime", clip, 12.0, 83.0, 24.0),
+        ("Dy-DCA", "torch_batched_bf16", clip, 30.0, 33.0, 72.0), ("Dy-DCA", "onnxruntime_int8", clip, 40.0, 25.0, 96.0),
+        ("Dy-DCA", "torch_batched", hd, 1.0, 1000.0, 20.0), ("Dy-DCA", "torch_batched_bf16", hd, 3.5, 285.0, 70.0),
+        ("Dy-DCA", "onnxruntime_int8", hd, 4.0, 250.0, 80.0)],
+        columns=["method", "runtime", "resolution", "fps", "median_ms", "achieved_gflops"])
+    quality = PR.with_fp32_deltas(pd.DataFrame([
+        ("Dy-DCA", "torch_batched", "fp32", 40.0, 42.0, 0.98), ("Dy-DCA", "onnxruntime", "fp32", 40.001, 42.0, 0.98),
+        ("Dy-DCA", "torch_batched_bf16", "bf16", 39.97, 41.98, 0.98),
+        ("Dy-DCA", "onnxruntime_int8", "int8", 39.5, 41.4, 0.97)],
+        columns=["method", "runtime", "precision", "frame_psnr_rgb", "frame_psnr_y", "frame_ssim_y"]))
+    peaks = {"fp32": {"peak_gflops": 200.0}, "bf16": {"peak_gflops": 400.0}, "int8": {"peak_gflops": 800.0}}
+    t = PR.precision_table(lat, quality, peaks)
+    bf = t[(t.runtime == "torch_batched_bf16") & (t.resolution == clip)].iloc[0]
+    assert bf.share_of_precision_peak == pytest.approx(72 / 400) and bf.within_tolerance
+    assert bf.d_psnr_rgb_db == pytest.approx(-0.03)
+    assert not t[t.runtime == "onnxruntime_int8"].within_tolerance.any()  # 0.5 dB: too costly
+    best = PR.fastest_within_tolerance(t, "Dy-DCA")
+    assert best["clip"]["fastest_fp32"] == {"runtime": "onnxruntime", "fps": 12.0}
+    assert best["clip"]["fastest_within_tolerance"]["runtime"] == "torch_batched_bf16"
+    assert best["clip"]["speedup_vs_fastest_fp32"] == 2.5
+    assert best["540p"]["speedup_vs_fastest_fp32"] == 3.5  # the 540p rows take the clip's PSNR change
+    assert best["540p"]["fastest_reduced_any_quality"]["runtime"] == "onnxruntime_int8"
