@@ -209,7 +209,7 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in fold_weight_norm(model).parameters())
 
 
-TRUNK = ("head", "body", "tail")  # a WDSR path's trunk: > 99 % of its FLOPs; the 5x5 skip conv is the rest
+TRUNK = ("head", "body", "tail")  # a WDSR path's trunk: ~99 % of its FLOPs; the 5x5 skip conv is the rest
 
 
 class ReducedTrunk(nn.Module):

@@ -84,13 +84,12 @@ def export_onnx_int8(wdsr, path: Path, calibration: list) -> int:
     quantization of the trunk's convolutions — int8 per-channel weights (symmetric), uint8
     activations (the U8S8 kernels VNNI and AMX run), ranges from min/max over ``calibration``
     (batches of uint8 NHWC LR patches, the server's training frames; batches may differ in size).
-    The 5x5 skip conv (< 1 % of the FLOPs, it carries the picture), the sum and the pixel shuffle
+    The 5x5 skip conv (about 1 % of the FLOPs; it carries the picture), the sum and the pixel shuffle
     stay fp32, as in :class:`dydca_lib.models.ReducedTrunk`. Returns the file's bytes."""
+    import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    import onnx
 
     from ..models import TRUNK
     from ..tensors import to_nchw
