@@ -115,14 +115,22 @@ def fresh_process(code: str, env: dict | None = None, timeout: float = 900.0) ->
     return out
 
 
+def runtime_module(runtime: str) -> str:
+    """The package a client of ``runtime`` imports: ``torch``, ``onnxruntime`` or ``tvm``
+    (``torch_batched_bf16`` -> ``torch``, ``onnxruntime_int8`` -> ``onnxruntime``)."""
+    for module in ("torch", "onnxruntime", "tvm"):
+        if runtime.startswith(module):
+            return module
+    raise ValueError(f"no client package for runtime {runtime!r}")
+
+
 def _child_main(spec_file: str) -> None:
     """The memory child: import the runtime, load the bundle, run the workload; print RSS figures."""
     spec = json.loads(Path(spec_file).read_text())
     rss = {"rss_start_bytes": _rss_bytes()}
     import importlib
 
-    runtime = spec["bundle"]["runtime"]
-    importlib.import_module("torch" if runtime.startswith("torch") else runtime)
+    importlib.import_module(runtime_module(spec["bundle"]["runtime"]))
     rss["rss_runtime_bytes"] = _rss_bytes()
     workload = Workload.load(spec["workload"])
     client = Client(spec["bundle"], workload, spec["threads"], spec["switching"])
@@ -151,7 +159,7 @@ def measure_memory(bundle: dict, workload_spec: dict, threads: int, switching: b
     rt = bundle["runtime"]
     env = {"TVM_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
     prelude = ""
-    if rt in ("onnxruntime", "tvm"):
+    if runtime_module(rt) in ("onnxruntime", "tvm"):
         prelude = "import sys; sys.modules['torch'] = None\n"  # a client without PyTorch
     if rt == "tvm":
         env["TVM_USE_RUNTIME_LIB"] = "1"

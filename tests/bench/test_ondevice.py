@@ -77,15 +77,28 @@ def test_sgemm_peak_is_positive():
     assert out["peak_gflops"] > 0 and out["median_gflops"] > 0 and out["threads"] == 1
 
 
-@pytest.mark.parametrize("runtime", ["onnxruntime", "tvm"])
+@pytest.mark.parametrize("runtime", ["onnxruntime", "tvm", "onnxruntime_int8"])
 def test_memory_child_runs_without_torch(setup, runtime, tmp_path):
     model, manifest, lr, wl = setup
     units = {p: m for p, m in enumerate(model.paths)}
+    calibration = {p: [np.random.default_rng(p).integers(0, 256, size=(4, s, s, 3), dtype=np.uint8)]
+                   for p, s in ((0, 8), (1, 12))}
     bundle = export_bundle(units, runtime, tmp_path / runtime, scale=SCALE, context=CONTEXT, plans=wl.plans,
-                             tuned=False, cache_dir=tmp_path / "cache")
+                             tuned=False, cache_dir=tmp_path / "cache", calibration=calibration)
     out = memory.measure_memory(bundle, wl.save(tmp_path / "wl"), threads=1, switching=False, frames=1)
     assert out["torch_imported"] is False
     assert out["peak_rss_bytes"] >= out["rss_loaded_bytes"] >= out["rss_runtime_bytes"] > out["rss_start_bytes"] > 0
+
+
+def test_memory_child_of_a_bf16_client_runs_in_torch(setup, tmp_path):
+    model, manifest, lr, wl = setup
+    bundle = export_bundle({p: m for p, m in enumerate(model.paths)}, "torch_batched_bf16", tmp_path / "bf16",
+                           scale=SCALE, context=CONTEXT)
+    out = memory.measure_memory(bundle, wl.save(tmp_path / "wl"), threads=1, switching=False, frames=1)
+    assert out["torch_imported"] is True and out["peak_rss_bytes"] >= out["rss_loaded_bytes"] > 0
+    assert memory.runtime_module("onnxruntime_int8") == "onnxruntime"
+    with pytest.raises(ValueError, match="no client package"):
+        memory.runtime_module("coreml")
 
 
 def test_gpu_training_guard_refuses_or_records_and_restores():
