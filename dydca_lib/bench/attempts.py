@@ -49,6 +49,7 @@ class Attempt:
     mcpu: str | None = "auto"
     seed_committed: bool = False  # tune_attempt starts from the committed records (more trials on top)
     trials_scale: float = 1.0  # tune_attempt spends this many times the trials per kernel it is given
+    manual: bool = False  # NHWC/HWIO convs with the hand-written schedule of compiler.schedules (no database)
 
 
 ATTEMPTS: dict[str, Attempt] = {a.name: a for a in (
@@ -60,6 +61,8 @@ ATTEMPTS: dict[str, Attempt] = {a.name: a for a in (
             seed_committed=True, trials_scale=3.0),
     Attempt("nhwc", "conv2d in NHWC/OHWI (ConvertLayout), tuned on its own", database="nhwc", layout="NHWC"),
     Attempt("prepack", "cpu_weight_prepack: layout-free weights, tuned on its own", database="prepack", prepack=True),
+    Attempt("manual", "conv2d in NHWC/HWIO with a hand-written register-blocked schedule, no tuning",
+            database=None, layout="NHWC", manual=True),
 )}
 
 
@@ -93,6 +96,10 @@ def lowered(att: Attempt, wdsr, shape, target=None):
 
     target = target or _target(att)
     mod, params = _static_module(wdsr, shape)
+    if att.manual:
+        from ..compiler.schedules import schedule_module, to_nhwc
+
+        return schedule_module(C.fuse(to_nhwc(mod, target), target), target), params
     if att.layout == "NHWC":
         with target:
             mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)

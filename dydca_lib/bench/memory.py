@@ -161,7 +161,7 @@ def measure_memory(bundle: dict, workload_spec: dict, threads: int, switching: b
     prelude = ""
     if runtime_module(rt) in ("onnxruntime", "tvm"):
         prelude = "import sys; sys.modules['torch'] = None\n"  # a client without PyTorch
-    if rt == "tvm":
+    if runtime_module(rt) == "tvm":
         env["TVM_USE_RUNTIME_LIB"] = "1"
     code = prelude + f"from dydca_lib.bench.memory import _child_main\n_child_main({str(spec_file)!r})"
     return fresh_process(code, env)

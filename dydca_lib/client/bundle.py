@@ -18,11 +18,13 @@ RUNTIMES = {
     "torch_batched": "PyTorch eager, batched by shape",
     "onnxruntime": "ONNX Runtime",
     "tvm": "TVM static (tuned)",
+    "tvm_manual": "TVM static, convolutions in NHWC with a hand-written register-blocked schedule (no tuning)",
     "torch_batched_bf16": "PyTorch eager, batched by shape, bf16 weights and activations, channels-last (oneDNN)",
     "onnxruntime_int8": "ONNX Runtime, int8 QDQ (static, per-channel weights, calibrated on training frames)",
     "torch_ref_cuda": "PyTorch eager on CUDA, reference (1 patch per call)",
     "torch_batched_cuda": "PyTorch eager on CUDA, batched by shape",
 }
+TVM_RUNTIMES = ("tvm", "tvm_manual")  # one compiled library + weights: MetaSchedule database / hand-written schedules
 CUDA_RUNTIMES = ("torch_ref_cuda", "torch_batched_cuda")  # need a GPU; frames stay in host memory, copies are timed
 PRECISION = {"torch_batched_bf16": "bf16", "onnxruntime_int8": "int8"}  # every other runtime computes in fp32
 # the CPU features that make a precision worth running (without them oneDNN emulates bf16 and MLAS
@@ -170,11 +172,12 @@ def export_bundle(units: dict, runtime: str, out_dir: Path, *, scale: int, conte
         for u, unit in units.items():
             bundle["units"][str(u)] = {"file": str(f), "bytes": size, "weight_bytes": _weight_bytes(unit)}
         return bundle
-    if runtime == "tvm":
+    if runtime in TVM_RUNTIMES:
         from ..compiler.library import tvm_library
 
         so, meta = tvm_library(units, plans or {}, scale, context, max_batch, tuned,
-                               Path(cache_dir) if cache_dir else _default_cache(), target, tune_trials_per_task)
+                               Path(cache_dir) if cache_dir else _default_cache(), target, tune_trials_per_task,
+                               manual=runtime == "tvm_manual")
         lib = out_dir / "model.so"
         shutil.copyfile(so, lib)
         bundle["tvm"] = {**meta, "lib": str(lib), "lib_bytes": lib.stat().st_size}

@@ -162,6 +162,7 @@ class TvmEngine(Engine):
 
 
 ENGINES = {"torch_ref": TorchEngine, "torch_batched": TorchEngine, "onnxruntime": OrtEngine, "tvm": TvmEngine,
+           "tvm_manual": TvmEngine,
            "torch_batched_bf16": TorchEngine, "onnxruntime_int8": OrtEngine,
            "torch_ref_cuda": TorchEngine, "torch_batched_cuda": TorchEngine}
 

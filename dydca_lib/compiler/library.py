@@ -96,14 +96,15 @@ def architectures(units: Mapping[int, WDSR], scale: int) -> tuple[DynamicWDSR, d
 
 
 def tvm_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: int, max_batch: int, tuned: bool,
-                cache_dir: Path, target=None, tune_trials_per_task: int = 0) -> tuple[Path, dict]:
+                cache_dir: Path, target=None, tune_trials_per_task: int = 0, manual: bool = False) -> tuple[Path, dict]:
     """Compile (or reuse from ``cache_dir``) the static TVM library for these units' architectures
     and the patch shapes of ``plans`` (``{frame: FramePlan}``); returns the ``.so`` and its
     description (architectures, buckets, tuning coverage, ``arch_of``). The cache key is everything
     that determines the code: architectures, shapes, target, TVM version, tuning database; never
     the weights (they are function inputs). ``tune_trials_per_task`` > 0 (with ``tuned``): first
     tune the kernels the committed database lacks (:func:`~.tuning.extend_database`, which
-    rewrites ``tuning/<target>/``)."""
+    rewrites ``tuning/<target>/``). ``manual``: the hand-written NHWC convolution schedules of
+    :mod:`.schedules` instead of a database (``tuned`` is then ignored)."""
     from .runtime import CompiledDynamicSR
 
     target = target or cpu_target()
@@ -113,12 +114,17 @@ def tvm_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: 
             for f, p in plans.items()]
     shapes = static_shapes(pd.concat(rows, ignore_index=True), context, max_batch)
     paths = dict(enumerate(dyn.paths))
+    tuned = tuned and not manual
     if tuned and tune_trials_per_task > 0:
         extend_database(fuse(static_module(paths, shapes)[0], target), target, trials_per_task=tune_trials_per_task)
     db = tuning_dir(target)  # plain or gzipped JSON files; no database = untuned kernels
     db_hash = (_file_digest(sorted(db.glob("database_*.json*"))) if has_database(db) else "no-database") if tuned else "untuned"
+    if manual:
+        db_hash = "manual-" + _file_digest([Path(__file__).with_name("schedules.py")])
     key_record = {"archs": archs, "shapes": [list(map(int, (s.path, s.h, s.w, s.batch))) for s in shapes],
                   "target": str(target), "tvm": tvm.__version__, "db": db_hash, "tuned": bool(tuned), "v": 1}
+    if manual:
+        key_record["kernels"] = "manual"
     key = hashlib.sha256(json.dumps(key_record, sort_keys=True).encode()).hexdigest()[:16]
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -128,7 +134,7 @@ def tvm_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: 
         meta["cached"] = True
     else:
         t0 = time.perf_counter()
-        build = CompiledDynamicSR(dyn, shapes, target=target, tuned=tuned)
+        build = CompiledDynamicSR(dyn, shapes, target=target, tuned=tuned, manual=manual)
         seconds = time.perf_counter() - t0
         for a, p in paths.items():
             if a not in build.params:
@@ -144,7 +150,7 @@ def tvm_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: 
         build.executable.export_library(str(tmp))
         os.replace(tmp, so)
         meta = {"archs": archs, "buckets": {f"{a},{h},{w}": b for (a, h, w), b in build.buckets.items()},
-                "tuned": bool(build.tuned), "target": str(target),
+                "tuned": bool(build.tuned), "kernels_from": build.kernels, "target": str(target),
                 "kernels": int(len(coverage)) if coverage is not None else None,
                 "kernels_tuned": int(coverage.tuned.sum()) if coverage is not None else 0,
                 "build_seconds": round(seconds, 1), "functions": [s.name for s in shapes]}

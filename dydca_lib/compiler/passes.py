@@ -211,18 +211,29 @@ class StaticProgram:
     report: pd.DataFrame
 
 
-def optimize(static_mod: "tvm.IRModule", target=None, database: str | Path | None = None) -> StaticProgram:
+def optimize(static_mod: "tvm.IRModule", target=None, database: str | Path | None = None,
+             manual: bool = False) -> StaticProgram:
     """Fuse, optionally apply a tuning database, and plan memory; report per function.
 
     ``database``: a tuning ``work_dir`` to apply with :func:`apply_database` (``None``: untuned).
+    ``manual``: convolutions in NHWC/HWIO with the hand-written register-blocked schedule of
+    :mod:`.schedules` (every kernel scheduled, no database; ``database`` must be ``None``).
     ``report`` columns: ``function, kernels`` (PrimFunc names after fusion, in call order),
     ``n_kernels``, ``n_kernels_unfused`` (after LegalizeOps alone), ``mem_before_bytes``,
     ``mem_after_bytes`` (planned memory before/after ``StaticPlanBlockMemory``), ``allocs_before``,
     ``allocs_after``, and ``path, h, w, batch`` parsed from the function name where it is one of ours.
     """
     target = as_target(target)
+    if manual and database is not None:
+        raise CompileError("a build uses either the hand-written schedules or a tuning database, not both")
+    if manual:
+        from .schedules import to_nhwc
+        static_mod = to_nhwc(static_mod, target)
     unfused = kernel_calls(legalize(static_mod, target))
     fused = fuse(static_mod, target)
+    if manual:
+        from .schedules import schedule_module
+        fused = schedule_module(fused, target)
     if database is not None:
         fused = apply_database(fused, target, database)
     planned = plan_memory(fused, target)

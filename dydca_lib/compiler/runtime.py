@@ -31,7 +31,9 @@ class CompiledDynamicSR:
 
     * ``"static"`` (the compiler on): one static function per shape, fused, memory planned,
       tuned when ``tuned`` (database from ``work_dir``, default :func:`tuning_dir`; missing ->
-      :class:`UntunedWarning` and untuned kernels), all in one executable. A request of ``n``
+      :class:`UntunedWarning` and untuned kernels), or, with ``manual``, convolutions in NHWC with
+      the hand-written register-blocked schedule (:mod:`.schedules`, no database), all in one
+      executable. ``kernels`` says which: ``"tuned"``, ``"manual"`` or ``"untuned"``. A request of ``n``
       patches runs as :func:`split_batch` calls, the last one padded up to its bucket.
     * ``"symbolic"`` (the naive baseline): one symbolic executable per path, bounds = the largest
       shape and batch of that path, unfused and untuned; any shape within the bounds runs, in
@@ -45,7 +47,7 @@ class CompiledDynamicSR:
     """
 
     def __init__(self, model: DynamicWDSR, shapes: Iterable[StaticShape | tuple], *, mode: str = "static",
-                 target=None, tuned: bool = False, work_dir: str | Path | None = None):
+                 target=None, tuned: bool = False, work_dir: str | Path | None = None, manual: bool = False):
         if mode not in ("static", "symbolic"):
             raise CompileError(f"mode must be 'static' or 'symbolic', got {mode!r}")
         if not isinstance(model, DynamicWDSR):
@@ -79,17 +81,22 @@ class CompiledDynamicSR:
             self.vms = {p: load_vm(ex) for p, ex in self.executables.items()}
         else:
             self.static, self.params, self.modules = static_module(paths, self.shapes)
+            if tuned and manual:
+                raise CompileError("tuned=True applies a tuning database, manual=True the hand-written "
+                                   "schedules; choose one")
             if tuned:
                 database = Path(work_dir) if work_dir is not None else tuning_dir(self.target)
                 if not has_database(database):
                     warnings.warn(f"no tuning database for target {target_name(self.target)} in {database}: "
                                   "running untuned kernels (slow)", UntunedWarning, stacklevel=2)
                     database = None
-            self.program = optimize(self.static, self.target, database)
+            self.program = optimize(self.static, self.target, database, manual=manual)
             self.report = self.program.report
             self.executable = compile_planned(self.program.planned, self.target)
             self.vm = load_vm(self.executable)
         self.tuned = database is not None
+        self.manual = bool(manual) and mode == "static"
+        self.kernels = "manual" if self.manual else "tuned" if self.tuned else "untuned"
         self.build_seconds = time.perf_counter() - t0
 
     @classmethod

@@ -209,3 +209,17 @@ def test_headline_ratios_from_known_latencies():
     assert h["best_achieved_gflops"] == {"method": "Dy-DCA", "runtime": "onnxruntime", "gflops": 80.0,
                                          "share_of_sgemm_peak": 0.8}
     assert h["paper_claims"]["compiler_speedup"] == 1.7
+
+
+def test_headline_takes_the_faster_tvm_client_at_each_size():
+    clip, hd = "clip 360x198", "540p 960x540->1920x1080"
+    lat = _latency([("Dy-DCA", "tvm", clip, 100.0, 10.0, 40.0, 0.4), ("Dy-DCA", "tvm_manual", clip, 40.0, 25.0, 100.0, 1.0),
+                    ("Dy-DCA", "onnxruntime", clip, 50.0, 20.0, 80.0, 0.8),
+                    ("Dy-DCA", "tvm_manual", hd, 400.0, 2.5, 100.0, 1.0), ("Dy-DCA", "onnxruntime", hd, 500.0, 2.0, 80.0, 0.8),
+                    ("Dy-DCA", "torch_batched", hd, 800.0, 1.25, 50.0, 0.5)])
+    sw = pd.DataFrame(columns=["method", "runtime", "resolution", "switching"])
+    h = ondevice.headline(lat, pd.DataFrame(), sw, {"peak_gflops": 100.0}, {"cpu": "x", "cores": 2, "threads": 2}, clip)
+    assert h["tvm_runtime"] == "tvm_manual" and h["fps_dydca_tvm"] == 25.0
+    assert h["speedup_tvm_vs_onnxruntime_dydca"] == 1.25
+    assert h["tvm_runtime_540p"] == "tvm_manual"
+    assert h["speedup_tvm_vs_onnxruntime_dydca_540p"] == 1.25 and h["speedup_tvm_vs_torch_batched_dydca_540p"] == 2.0

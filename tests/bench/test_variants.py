@@ -58,7 +58,8 @@ def shapes():
 @pytest.fixture(scope="module")
 def builds(model, shapes):
     return {"dynamic": C.CompiledDynamicSR(model, shapes, mode="symbolic"),
-            "static": C.CompiledDynamicSR(model, shapes), "tuned": None}
+            "static": C.CompiledDynamicSR(model, shapes), "tuned": None,
+            "manual": C.CompiledDynamicSR(model, shapes, manual=True)}
 
 
 def test_shape_table_counts_calls_and_padding(shapes):
@@ -109,7 +110,7 @@ def test_bench_variants_and_outputs(model, builds, shapes, frames):
     inputs = {s: B.real_patches(frames, manifest(), s, CONTEXT) for s in B.representative_shapes(shapes)}
     t = B.bench_variants(model, builds, inputs, number=1, repeat=2)
     assert len(t) == 2 * len(B.VARIANTS)
-    assert list(t.variant[:4]) == list(B.VARIANTS.values())
+    assert list(t.variant[:len(B.VARIANTS)]) == list(B.VARIANTS.values())
     tuned = t[t.variant == B.VARIANTS["tuned"]]
     assert tuned.median_ms.isna().all() and tuned.mem_planned_bytes.isna().all()
     assert (tuned.note == "no tuning database for this target").all()
@@ -123,17 +124,20 @@ def test_bench_variants_and_outputs(model, builds, shapes, frames):
     assert (dyn.n_kernels > static.n_kernels).all()  # unfused
     assert (dyn.mem_unplanned_bytes >= static.mem_unplanned_bytes).all()
     diffs = B.compare_outputs(builds, model, inputs)
-    assert len(diffs) == 4 and diffs.max_abs_diff.max() < 1e-4
+    assert len(diffs) == 6 and diffs.max_abs_diff.max() < 1e-4  # 3 builds x 2 shapes
+    manual = t[t.variant == B.VARIANTS["manual"]].set_index("path")
+    assert (manual.median_ms > 0).all() and (manual.n_kernels > 0).all()
     fig = F.variant_bars(t, "tiny")
     latency_ax, memory_ax = fig.axes
     assert latency_ax.get_yscale() == "log" and len(latency_ax.patches) == len(t)  # one bar per row
 
 
-def table(dyn_ms, static_ms, tuned_ms, torch_ms, dyn_mem, static_mem):
+def table(dyn_ms, static_ms, tuned_ms, torch_ms, dyn_mem, static_mem, manual_ms=math.nan):
     rows = []
     for path, shape, batch in ((0, "8x6", 4), (1, "14x10", 2)):
         for v, ms, mem in ((B.VARIANTS["torch"], torch_ms, math.nan), (B.VARIANTS["dynamic"], dyn_ms, dyn_mem),
-                           (B.VARIANTS["static"], static_ms, static_mem), (B.VARIANTS["tuned"], tuned_ms, static_mem)):
+                           (B.VARIANTS["static"], static_ms, static_mem), (B.VARIANTS["tuned"], tuned_ms, static_mem),
+                           (B.VARIANTS["manual"], manual_ms, static_mem)):
             rows.append({"path": path, "input_lr": shape, "batch": batch, "variant": v, "median_ms": ms,
                          "std_ms": 0.0, "mem_planned_bytes": mem if np.isfinite(ms) else math.nan})
     return pd.DataFrame(rows)
@@ -162,3 +166,10 @@ def test_per_frame_estimate_and_headline():
     assert h["speedup_static_vs_dynamic"] == pytest.approx(10 / 8)
     assert h["speedup_tuned_vs_untuned_static"] is None
     assert h["ms_per_frame"][B.VARIANTS["tuned"]] is None
+    # the fastest static build is the headline, whichever it is
+    t = table(dyn_ms=10.0, static_ms=8.0, tuned_ms=2.0, torch_ms=4.0, dyn_mem=300.0, static_mem=200.0, manual_ms=1.0)
+    h = B.headline(t, B.per_frame_estimate(t, m, CONTEXT))
+    assert h["tuned"] and h["static_variant"] == B.VARIANTS["manual"]
+    assert h["speedup_static_vs_dynamic"] == pytest.approx(10.0)
+    assert h["speedup_tuned_vs_untuned_static"] == pytest.approx(4.0)
+    assert h["speedup_manual_vs_tuned"] == pytest.approx(2.0)
