@@ -21,15 +21,18 @@ RUNTIMES = {
     "tvm_manual": "TVM static, convolutions in NHWC with a hand-written register-blocked schedule (no tuning)",
     "torch_batched_bf16": "PyTorch eager, batched by shape, bf16 weights and activations, channels-last (oneDNN)",
     "onnxruntime_int8": "ONNX Runtime, int8 QDQ (static, per-channel weights, calibrated on training frames)",
+    "tvm_int8": "TVM static, residual-body convs int8 on AVX-512 VNNI (static activations calibrated on training frames, "
+                "per-channel weights), head/tail/skip fp32; hand-written schedules",
     "torch_ref_cuda": "PyTorch eager on CUDA, reference (1 patch per call)",
     "torch_batched_cuda": "PyTorch eager on CUDA, batched by shape",
 }
-TVM_RUNTIMES = ("tvm", "tvm_manual")  # one compiled library + weights: MetaSchedule database / hand-written schedules
+TVM_RUNTIMES = ("tvm", "tvm_manual", "tvm_int8")  # one compiled library + weights: tuning database / hand-written / int8
 CUDA_RUNTIMES = ("torch_ref_cuda", "torch_batched_cuda")  # need a GPU; frames stay in host memory, copies are timed
-PRECISION = {"torch_batched_bf16": "bf16", "onnxruntime_int8": "int8"}  # every other runtime computes in fp32
+PRECISION = {"torch_batched_bf16": "bf16", "onnxruntime_int8": "int8", "tvm_int8": "int8"}  # the rest compute in fp32
 # the CPU features that make a precision worth running (without them oneDNN emulates bf16 and MLAS
 # runs int8 without VNNI dot products: slower than fp32, so those rows are skipped, not timed)
 PRECISION_CPU_FLAGS = {"bf16": ("avx512_bf16", "amx_bf16"), "int8": ("avx512_vnni", "avx_vnni", "amx_int8")}
+RUNTIME_CPU_FLAGS = {"tvm_int8": ("avx512_vnni",)}  # its kernels use the 512-bit vpdpbusd only
 
 
 def precision_of(runtime: str) -> str:
@@ -40,7 +43,7 @@ def precision_of(runtime: str) -> str:
 def unsupported_reason(runtime: str, flags=None) -> str | None:
     """Why this CPU should not run ``runtime`` (``None`` when it can): a reduced precision needs
     one of :data:`PRECISION_CPU_FLAGS` (``flags``: the CPU's, read from /proc/cpuinfo when omitted)."""
-    need = PRECISION_CPU_FLAGS.get(precision_of(runtime))
+    need = RUNTIME_CPU_FLAGS.get(runtime) or PRECISION_CPU_FLAGS.get(precision_of(runtime))
     if need is None:
         return None
     if flags is None:
@@ -49,7 +52,7 @@ def unsupported_reason(runtime: str, flags=None) -> str | None:
         flags = cpu_flags()
     if set(need) & set(flags):
         return None
-    return f"{precision_of(runtime)} needs a CPU with {' or '.join(need)}; this one has none (fp32 only)"
+    return f"{runtime} ({precision_of(runtime)}) needs a CPU with {' or '.join(need)}; this one has none"
 
 
 def _state_file(path: Path, model) -> int:
@@ -172,12 +175,18 @@ def export_bundle(units: dict, runtime: str, out_dir: Path, *, scale: int, conte
         for u, unit in units.items():
             bundle["units"][str(u)] = {"file": str(f), "bytes": size, "weight_bytes": _weight_bytes(unit)}
         return bundle
-    if runtime in TVM_RUNTIMES:
+    if runtime == "tvm_int8":
+        from ..compiler.library import int8_library
+
+        so, meta = int8_library(units, plans or {}, scale, context, max_batch,
+                                Path(cache_dir) if cache_dir else _default_cache())
+    elif runtime in TVM_RUNTIMES:
         from ..compiler.library import tvm_library
 
         so, meta = tvm_library(units, plans or {}, scale, context, max_batch, tuned,
                                Path(cache_dir) if cache_dir else _default_cache(), target, tune_trials_per_task,
                                manual=runtime == "tvm_manual")
+    if runtime in TVM_RUNTIMES:
         lib = out_dir / "model.so"
         shutil.copyfile(so, lib)
         bundle["tvm"] = {**meta, "lib": str(lib), "lib_bytes": lib.stat().st_size}
@@ -206,6 +215,13 @@ def export_bundle(units: dict, runtime: str, out_dir: Path, *, scale: int, conte
             f = out_dir / f"unit{u}.onnx"
             size = export_onnx_int8(unit, f, calibration[u] if u in calibration else calibration[str(u)])
             weights = int(sum(numpy_helper.to_array(t).nbytes for t in onnx.load(str(f)).graph.initializer))
+        elif runtime == "tvm_int8":
+            from ..compiler.int8 import quantize_unit
+
+            f = out_dir / f"unit{u}.npz"
+            arrays = quantize_unit(unit, calibration[u] if u in calibration else calibration[str(u)])
+            np.savez(f, *arrays)
+            size, weights = f.stat().st_size, int(sum(a.nbytes for a in arrays))
         else:
             f = out_dir / f"unit{u}.npz"
             np.savez(f, *unit_params(unit))

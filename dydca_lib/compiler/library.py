@@ -26,7 +26,7 @@ from .database import database_coverage, has_database, tuning_dir
 from .export import export_paths
 from .passes import fuse, specialize
 from .shapes import StaticShape, static_shapes
-from .target import cpu_target
+from .target import as_target, cpu_target
 from .tuning import extend_database
 
 
@@ -154,6 +154,52 @@ def tvm_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: 
                 "kernels": int(len(coverage)) if coverage is not None else None,
                 "kernels_tuned": int(coverage.tuned.sum()) if coverage is not None else 0,
                 "build_seconds": round(seconds, 1), "functions": [s.name for s in shapes]}
+        meta_file.write_text(json.dumps(meta, indent=1))
+        meta["cached"] = False
+    meta["arch_of"] = {str(u): a for u, a in arch_of.items()}
+    return so, meta
+
+
+def int8_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: int, max_batch: int,
+                 cache_dir: Path, target=None) -> tuple[Path, dict]:
+    """:func:`tvm_library` for the int8 build (:mod:`.int8`: body convs u8 x i8 on AVX-512 VNNI,
+    the rest fp32, hand-written schedules): the same architectures, shapes, buckets and cache
+    rules; its functions take :func:`.int8.quantize_unit`'s parameters."""
+    from . import int8
+
+    target = as_target(target) if target is not None else int8.int8_target()
+    dyn, arch_of = architectures(units, scale)
+    archs = [_arch_key(p.config) for p in dyn.paths]
+    rows = [pd.DataFrame({"frame": f, "h": p.h, "w": p.w, "path": [arch_of[int(u)] for u in p.path]})
+            for f, p in plans.items()]
+    shapes = static_shapes(pd.concat(rows, ignore_index=True), context, max_batch)
+    code = _file_digest([Path(__file__).with_name(n) for n in ("int8.py", "schedules.py")])
+    key_record = {"archs": archs, "shapes": [list(map(int, (s.path, s.h, s.w, s.batch))) for s in shapes],
+                  "target": str(target), "tvm": tvm.__version__, "kernels": "int8", "code": code, "v": 1}
+    key = hashlib.sha256(json.dumps(key_record, sort_keys=True).encode()).hexdigest()[:16]
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    so, meta_file = cache_dir / f"tvm-int8-{key}.so", cache_dir / f"tvm-int8-{key}.json"
+    if so.exists() and meta_file.exists():
+        meta = json.loads(meta_file.read_text())
+        meta["cached"] = True
+    else:
+        t0 = time.perf_counter()
+        per_arch = [(path.config, [s for s in shapes if s.path == a]) for a, path in enumerate(dyn.paths)]
+        per_arch = [(c, s) for c, s in per_arch if s]
+        mod = int8.int8_module(*per_arch[0], more=per_arch[1:])
+        from .passes import compile_planned, plan_memory
+
+        executable = compile_planned(plan_memory(int8.schedule_int8_module(mod), target), target)
+        tmp = so.with_name(f".{so.name}.{os.getpid()}.tmp.so")
+        executable.export_library(str(tmp))
+        os.replace(tmp, so)
+        buckets: dict[str, list[int]] = {}
+        for s in shapes:
+            buckets.setdefault(f"{s.path},{s.h},{s.w}", []).append(int(s.batch))
+        meta = {"archs": archs, "buckets": buckets, "tuned": False, "kernels_from": "int8", "target": str(target),
+                "kernels": None, "kernels_tuned": 0, "build_seconds": round(time.perf_counter() - t0, 1),
+                "functions": [s.name for s in shapes]}
         meta_file.write_text(json.dumps(meta, indent=1))
         meta["cached"] = False
     meta["arch_of"] = {str(u): a for u, a in arch_of.items()}

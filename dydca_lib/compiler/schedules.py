@@ -172,10 +172,11 @@ def schedule_module(mod: "tvm.IRModule", target=None) -> "tvm.IRModule":
     return out
 
 
-def hot_loop(func: "tvm.tirx.PrimFunc", target=None) -> dict:
-    """The innermost loop with the most FMAs in the machine code LLVM makes of ``func``: its
-    instruction mix (``fma``: vector FMAs, ``fma_zmm``: on 512-bit registers, ``broadcasts``,
-    ``loads``: vector moves from memory, ``other``), FMAs per load, the distinct accumulator
+def hot_loop(func: "tvm.tirx.PrimFunc", target=None, op: str = "vfmadd") -> dict:
+    """The innermost loop with the most ``op`` instructions (``vfmadd``: fp32 FMAs, ``vpdpbusd``:
+    int8 VNNI dot products) in the machine code LLVM makes of ``func``: its instruction mix
+    (``fma``: ``op`` instructions, ``fma_zmm``: those on 512-bit registers, ``broadcasts``,
+    ``loads``: vector moves from memory, ``other``), ``op`` per load, the distinct accumulator
     registers, and the loop's assembly (``text``)."""
     import re
 
@@ -201,10 +202,10 @@ def hot_loop(func: "tvm.tirx.PrimFunc", target=None) -> dict:
             loops[k] = v[:back[0] + 1]
     if not loops:
         raise ValueError("no self-looping basic block in the generated code")
-    name, body = max(loops.items(), key=lambda kv: sum(i.startswith("vfmadd") for i in kv[1]))
-    fma = [i for i in body if i.startswith("vfmadd")]
+    name, body = max(loops.items(), key=lambda kv: sum(i.startswith(op) for i in kv[1]))
+    fma = [i for i in body if i.startswith(op)]
     loads = [i for i in body if re.match(r"vmov(u|a)ps\s+-?\w*\(", i)]
-    bcast = [i for i in body if i.startswith("vbroadcastss")]
+    bcast = [i for i in body if i.startswith(("vbroadcastss", "vpbroadcastd"))]
     acc = {re.findall(r"%([xyz]mm\d+)", i)[-1] for i in fma}
     return {"label": name, "instructions": len(body), "fma": len(fma),
             "fma_zmm": sum("zmm" in i for i in fma), "broadcasts": len(bcast), "loads": len(loads),

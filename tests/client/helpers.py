@@ -13,9 +13,9 @@ from dydca_lib.models import DynamicWDSR
 SCALE, CONTEXT = 2, 2
 
 
-def tiny_dynamic(seed=0):
+def tiny_dynamic(seed=0, n_feats=4):
     torch.manual_seed(seed)
-    m = DynamicWDSR(scale=SCALE, paths=[{"n_blocks": 1}, {"n_blocks": 0}], n_feats=4, expansion=2,
+    m = DynamicWDSR(scale=SCALE, paths=[{"n_blocks": 1}, {"n_blocks": 0}], n_feats=n_feats, expansion=2,
                     routing=[(4, 4, 0), (8, 8, 1)])
     with torch.no_grad():  # make the residual branch matter (the default init is near-bicubic)
         for p in m.paths:

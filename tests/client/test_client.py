@@ -20,7 +20,7 @@ from dydca_lib.client.loop import Client
 from dydca_lib.client.plan import Workload, plans_from_manifest, size_routing, switches
 from dydca_lib.models import WDSR, fold_weight_norm, super_resolve
 
-from .helpers import CONTEXT, SCALE, reference_frame, tiny_workload
+from .helpers import CONTEXT, SCALE, reference_frame, tiny_dynamic, tiny_workload
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,11 @@ def test_onnx_export_matches_pytorch(tmp_path):
 def test_full_frame_pipeline_matches_evaluate(setup, runtime, tmp_path):
     if runtime in CUDA_RUNTIMES and not torch.cuda.is_available():
         pytest.skip("no CUDA GPU here")
+    if runtime == "tvm_int8" and unsupported_reason(runtime) is not None:  # its code would not run here
+        pytest.skip(unsupported_reason(runtime))
     model, manifest, lr, wl = setup
+    if runtime == "tvm_int8":  # its VNNI tiles need channel counts in multiples of 16
+        model = tiny_dynamic(n_feats=16)
     want = reference_frame(model, lr, manifest)
     units = {p: m for p, m in enumerate(model.paths)}
     calibration = {p: [calibration_patches(h)] for p, h in enumerate((4, 8))}  # path 0 serves 4x4, path 1 8x8
@@ -98,6 +102,8 @@ def test_reduced_precision_runs_only_where_the_cpu_computes_it():
     assert unsupported_reason("torch_batched_bf16", flags={"avx512f", "amx_bf16"}) is None
     assert "avx512_vnni" in unsupported_reason("onnxruntime_int8", flags={"avx2"})
     assert unsupported_reason("onnxruntime_int8", flags={"avx_vnni"}) is None
+    assert "avx512_vnni" in unsupported_reason("tvm_int8", flags={"avx_vnni"})  # 512-bit vpdpbusd only
+    assert unsupported_reason("tvm_int8", flags={"avx512f", "avx512_vnni"}) is None
 
 
 def test_cuda_runtime_without_a_gpu_is_a_clear_error(setup, tmp_path):

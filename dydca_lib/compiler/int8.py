@@ -1,0 +1,340 @@
+"""int8 WDSR paths compiled by TVM: the residual body's convolutions on AVX-512 VNNI, the rest fp32.
+
+A WDSR path spends ~97 % of its multiply-adds in the body (2 x ``n_blocks`` 3x3 convs, ``n_feats``
+<-> ``n_feats x expansion`` channels). Those run as u8 x i8 -> i32 dot products with ``vpdpbusd``
+(64 multiply-adds per instruction, 4x an fp32 FMA) inside the same register-blocked NHWC schedule
+as the fp32 kernels (:mod:`.schedules`): the activation is quantized while the zero border is
+padded (per row band), the i32 tile stays in zmm accumulators, and the store dequantizes
+(per-output-channel scale), adds the bias, applies ReLU or the fp32 residual. The head (3 input
+channels), tail (``3 x scale^2`` outputs), 5x5 skip conv, the sum and the pixel shuffle stay fp32,
+as in the ONNX Runtime int8 client (activations that carry the picture stay exact).
+
+Quantization (static, computed on the server, shipped with the weights): weights symmetric int8
+per output channel; each body conv's input asymmetric uint8 per tensor (scale and zero point) from
+the min/max over calibration patches cut from the training frames (the same MinMax calibration as
+:func:`dydca_lib.client.bundle.export_onnx_int8`). ``vpdpbusd`` needs unsigned activations, so the
+zero point's share of every sum is subtracted once per output channel (``comp``).
+
+The relax functions are built directly from the WDSR structure (:func:`int8_module`), one per
+static shape, taking the quantized parameters of :func:`quantize_unit` as inputs (so the units of
+one architecture share one library, as in the fp32 build).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax, te, tirx
+from tvm.s_tir import TensorIntrin
+from tvm.script import tirx as T
+
+from . import CompileError
+from .schedules import ACCUMULATORS, schedule_primfunc, width_tile
+from .shapes import StaticShape
+from .target import as_target, cpu_target
+
+VNNI_INTRIN = "dydca_vnni_u8i8i32_16x4_local"
+
+
+@T.prim_func(s_tir=True)
+def _vnni_desc(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
+               c: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
+    with T.sblock("root"):
+        T.reads(c[0:16], a[0:4], b[0:16, 0:4])
+        T.writes(c[0:16])
+        for i in T.serial(0, 16):
+            for k in T.serial(0, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
+
+
+@T.prim_func(s_tir=True)
+def _vnni_impl(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
+               c: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
+    # TVM's own dot_16x4_vnni passes i32 vectors, which this wheel's LLVM rejects (it wants <64 x i8>);
+    # the accumulator lives in a register tile ("local"), not in global memory
+    with T.sblock("root"):
+        T.reads(c[0:16], a[0:4], b[0:16, 0:4])
+        T.writes(c[0:16])
+        c[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), c.vload([0], "int32x16"),
+            T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "uint8x4"), dtype="int32"), 16), dtype="int8x64"),
+            b.vload([0, 0], "int8x64"), dtype="int32x16")
+
+
+TensorIntrin.register(VNNI_INTRIN, _vnni_desc, _vnni_impl, override=True)
+
+
+def int8_target(num_cores: int | None = None) -> "tvm.target.Target":
+    """This CPU's target with AVX-512 VNNI enabled (``vpdpbusd``)."""
+    t = cpu_target(num_cores)
+    cfg = {k: v for k, v in t.export().items() if k in ("kind", "mcpu", "num-cores", "mtriple")}
+    cfg["mcpu"] = cfg.get("mcpu") or "skylake-avx512"
+    return tvm.target.Target({**cfg, "mattr": ["+avx512vnni"]})
+
+
+# ---------------------------------------------------------------- quantization (host side, numpy)
+
+def body_convs(n_blocks: int) -> list[str]:
+    """State-dict prefixes of the body convs, in order (2 per block)."""
+    return [f"body.{i}.body.{j}" for i in range(n_blocks) for j in (0, 2)]
+
+
+def activation_ranges(wdsr, batches) -> dict[str, tuple[float, float]]:
+    """Min and max of every body conv's input over ``batches`` (uint8 NHWC LR patches), fp32 model."""
+    import torch
+
+    from ..models import fold_weight_norm
+    from ..tensors import to_nchw
+
+    plain = fold_weight_norm(wdsr).eval()
+    ranges: dict[str, list[float]] = {}
+    hooks = []
+    for name in body_convs(plain.config["n_blocks"]):
+        def hook(_, inputs, output, name=name):
+            x = inputs[0]
+            lo, hi = float(x.min()), float(x.max())
+            r = ranges.setdefault(name, [lo, hi])
+            r[0], r[1] = min(r[0], lo), max(r[1], hi)
+        hooks.append(plain.get_submodule(name).register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            for b in batches:
+                if not isinstance(b, np.ndarray) or b.dtype != np.uint8 or b.ndim != 4 or b.shape[-1] != 3:
+                    raise CompileError("calibration batches must be uint8 NHWC LR patches (N, h, w, 3)")
+                plain(torch.from_numpy(to_nchw(b)))
+    finally:
+        for h in hooks:
+            h.remove()
+    if len(ranges) != len(body_convs(plain.config["n_blocks"])):
+        raise CompileError("no calibration batches: the activation ranges need at least one")
+    return {k: (v[0], v[1]) for k, v in ranges.items()}
+
+
+def _activation_qparams(lo: float, hi: float) -> tuple[float, int]:
+    lo, hi = min(lo, 0.0), max(hi, 0.0)  # zero must be exact (the border padding)
+    scale = max(hi - lo, 1e-8) / 255.0
+    return scale, int(np.clip(round(-lo / scale), 0, 255))
+
+
+def quantize_unit(wdsr, batches) -> list[np.ndarray]:
+    """The parameters the int8 functions take for one WDSR path, in their order (:func:`param_names`):
+    fp32 head/tail/skip weights (HWIO) and biases, and per body conv the packed int8 weights
+    ``(kh, kw, C/4, F/16, 16, 4)``, the zero-point compensation (i32, per output channel), the
+    dequantization scale (f32, per output channel), the bias and ``[1/input scale, zero point]``."""
+    from ..models import fold_weight_norm
+
+    plain = fold_weight_norm(wdsr).eval()
+    check_architecture(plain.config)
+    sd = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in plain.state_dict().items()}
+    ranges = activation_ranges(wdsr, batches)
+    hwio = lambda w: np.ascontiguousarray(w.transpose(2, 3, 1, 0))  # noqa: E731  OIHW -> HWIO
+    out = [hwio(sd["head.weight"]), sd["head.bias"]]
+    for name in body_convs(plain.config["n_blocks"]):
+        w = hwio(sd[f"{name}.weight"])  # (kh, kw, C, F)
+        kh, kw, c, f = w.shape
+        w_scale = np.maximum(np.abs(w).reshape(-1, f).max(0), 1e-12) / 127.0
+        wq = np.clip(np.round(w / w_scale), -127, 127).astype(np.int8)
+        s_in, zp = _activation_qparams(*ranges[name])
+        packed = np.ascontiguousarray(wq.reshape(kh, kw, c // 4, 4, f // 16, 16).transpose(0, 1, 2, 4, 5, 3))
+        comp = (zp * wq.astype(np.int64).reshape(-1, f).sum(0)).astype(np.int32)
+        out += [packed, comp, (s_in * w_scale).astype(np.float32), sd[f"{name}.bias"],
+                np.array([1.0 / s_in, zp], dtype=np.float32)]
+    out += [hwio(sd["tail.weight"]), sd["tail.bias"], hwio(sd["skip.weight"]), sd["skip.bias"]]
+    return out
+
+
+def check_architecture(config: dict) -> None:
+    """int8 body convs need channel counts the VNNI tile divides: ``n_feats`` and ``n_feats x
+    expansion`` multiples of 16."""
+    f, e = int(config["n_feats"]), int(config["n_feats"]) * int(config["expansion"])
+    if f % 16 or e % 16:
+        raise CompileError(f"the int8 build needs n_feats and n_feats x expansion in multiples of 16, got {f} and {e}")
+
+
+def param_names(n_blocks: int) -> list[str]:
+    names = ["head.w", "head.b"]
+    for name in body_convs(n_blocks):
+        names += [f"{name}.wq", f"{name}.comp", f"{name}.scale", f"{name}.b", f"{name}.aq"]
+    return names + ["tail.w", "tail.b", "skip.w", "skip.b"]
+
+
+# ---------------------------------------------------------------- TE computations (NHWC)
+
+def _pad(x, k, fill, cast=None, name="pad"):
+    n, h, w, c = (int(v) for v in x.shape)
+    p = k // 2
+
+    def value(b, y, xx, ch):
+        v = x[b, y - p, xx - p, ch]
+        return cast(v) if cast else v
+
+    inside = lambda y, xx: tirx.all(y >= p, y < h + p, xx >= p, xx < w + p)  # noqa: E731
+    dtype = "uint8" if cast else x.dtype
+    return te.compute((n, h + k - 1, w + k - 1, c),
+                      lambda b, y, xx, ch: tirx.if_then_else(inside(y, xx), value(b, y, xx, ch), tirx.const(fill, dtype)),
+                      name=name)
+
+
+def conv_fp32(x, w, b, extra=None):
+    """Same-padded NHWC conv, HWIO weights, + bias (+ ``extra``, an NHWC tensor of the output's shape)."""
+    kh, kw, c, f = (int(v) for v in w.shape)
+    n, h, wd, _ = (int(v) for v in x.shape)
+    pad = _pad(x, kh, 0.0)
+    ry, rx, rc = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx"), te.reduce_axis((0, c), "rc")
+    acc = te.compute((n, h, wd, f), lambda i, y, xx, o: te.sum(pad[i, y + ry, xx + rx, rc] * w[ry, rx, rc, o],
+                                                               axis=[ry, rx, rc]), name="conv")
+    if extra is None:
+        return te.compute(acc.shape, lambda i, y, xx, o: acc[i, y, xx, o] + b[o], name="bias")
+    return te.compute(acc.shape, lambda i, y, xx, o: acc[i, y, xx, o] + b[o] + extra[i, y, xx, o], name="bias_add")
+
+
+def conv_int8(x, wq, comp, scale, b, aq, relu=False, residual=None, res_scale=1.0):
+    """Same-padded NHWC conv of fp32 ``x`` quantized to uint8 (``aq = [1/scale, zero point]``) with
+    packed int8 weights ``(kh, kw, C/4, F/16, 16, 4)``, i32 accumulation, fp32 output
+    ``(acc - comp) * scale + b`` then ReLU, or ``residual + res_scale * that``."""
+    kh, kw, c4, f16, _, _ = (int(v) for v in wq.shape)
+    n, h, wd, c = (int(v) for v in x.shape)
+    if c != 4 * c4:
+        raise CompileError(f"input has {c} channels, the packed weights {4 * c4}")
+
+    def quant(v):
+        q = te.round(v * aq[0]) + aq[1]
+        return te.max(te.min(q, tirx.const(255.0, "float32")), tirx.const(0.0, "float32")).astype("uint8")
+
+    n_, h_, w_ = n, h, wd
+    pad = te.compute((n_, h_ + kh - 1, w_ + kw - 1, c),
+                     lambda i, y, xx, ch: tirx.if_then_else(
+                         tirx.all(y >= kh // 2, y < h_ + kh // 2, xx >= kw // 2, xx < w_ + kw // 2),
+                         quant(x[i, y - kh // 2, xx - kw // 2, ch]), aq[1].astype("uint8")), name="qpad")
+    ry, rx, rc = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx"), te.reduce_axis((0, c), "rc")
+    acc = te.compute((n, h, wd, f16 * 16), lambda i, y, xx, o: te.sum(
+        pad[i, y + ry, xx + rx, rc].astype("int32") * wq[ry, rx, rc // 4, o // 16, o % 16, rc % 4].astype("int32"),
+        axis=[ry, rx, rc]), name="qconv")
+
+    def deq(i, y, xx, o):
+        v = (acc[i, y, xx, o] - comp[o]).astype("float32") * scale[o] + b[o]
+        if relu:
+            return te.max(v, tirx.const(0.0, "float32"))
+        if residual is not None:
+            return residual[i, y, xx, o] + v * tirx.const(res_scale, "float32")
+        return v
+
+    return te.compute(acc.shape, deq, name="dequant")
+
+
+def _input_nhwc(x, mean):
+    n, c, h, w = (int(v) for v in x.shape)
+    return te.compute((n, h, w, c), lambda i, y, xx, ch: x[i, ch, y, xx] - tirx.const(mean, "float32"), name="to_nhwc")
+
+
+def _shuffle_nchw(y, scale, mean):
+    n, h, w, c = (int(v) for v in y.shape)
+    colors = c // (scale * scale)
+    return te.compute((n, colors, h * scale, w * scale), lambda i, ch, yy, xx: y[
+        i, yy // scale, xx // scale, ch * scale * scale + (yy % scale) * scale + xx % scale] + tirx.const(mean, "float32"),
+        name="shuffle")
+
+
+def _relax_function(bb, config: dict, shape: StaticShape):
+    n_blocks, feats, exp = int(config["n_blocks"]), int(config["n_feats"]), int(config["expansion"])
+    scale, colors, mean = int(config["scale"]), int(config.get("n_colors", 3)), float(config.get("input_mean", 0.5))
+    res_scale = float(config.get("res_scale", 1.0))
+    out_ch = colors * scale * scale
+    f32 = lambda *s: relax.TensorType(s, "float32")  # noqa: E731
+    sinfo = {"head.w": f32(3, 3, colors, feats), "head.b": f32(feats),
+             "tail.w": f32(3, 3, feats, out_ch), "tail.b": f32(out_ch), "skip.w": f32(5, 5, colors, out_ch),
+             "skip.b": f32(out_ch)}
+    for i, name in enumerate(body_convs(n_blocks)):
+        c, f = (feats, feats * exp) if i % 2 == 0 else (feats * exp, feats)
+        sinfo.update({f"{name}.wq": relax.TensorType((3, 3, c // 4, f // 16, 16, 4), "int8"),
+                      f"{name}.comp": relax.TensorType((f,), "int32"), f"{name}.scale": f32(f),
+                      f"{name}.b": f32(f), f"{name}.aq": f32(2)})
+    x = relax.Var("x", f32(shape.batch, colors, shape.h, shape.w))
+    params = {k: relax.Var(k.replace(".", "_"), sinfo[k]) for k in param_names(n_blocks)}
+    with bb.function(shape.name, [x, *params.values()], attrs={"num_input": 1}):
+        with bb.dataflow():
+            xin = bb.emit_te(_input_nhwc, x, mean, primfunc_name_hint="to_nhwc")
+            h = bb.emit_te(conv_fp32, xin, params["head.w"], params["head.b"], primfunc_name_hint="conv_head")
+            for i in range(n_blocks):
+                a, b = (f"body.{i}.body.{j}" for j in (0, 2))
+                t = bb.emit_te(conv_int8, h, *(params[f"{a}.{k}"] for k in ("wq", "comp", "scale", "b", "aq")),
+                               relu=True, primfunc_name_hint="qconv_relu")
+                h = bb.emit_te(conv_int8, t, *(params[f"{b}.{k}"] for k in ("wq", "comp", "scale", "b", "aq")),
+                               residual=h, res_scale=res_scale, primfunc_name_hint="qconv_residual")
+            skip = bb.emit_te(conv_fp32, xin, params["skip.w"], params["skip.b"], primfunc_name_hint="conv_skip")
+            y = bb.emit_te(conv_fp32, h, params["tail.w"], params["tail.b"], skip, primfunc_name_hint="conv_tail")
+            out = bb.emit_output(bb.emit_te(_shuffle_nchw, y, scale, mean, primfunc_name_hint="shuffle"))
+        bb.emit_func_output(out)
+
+
+def int8_module(config: dict, shapes, more: list[tuple[dict, list]] | None = None) -> "tvm.IRModule":
+    """One relax function per static shape of a WDSR path architecture (``config``: the path's
+    ``model.config``), named :attr:`StaticShape.name`, taking ``x`` (NCHW fp32) and
+    :func:`quantize_unit`'s parameters; ``more``: further ``(config, shapes)`` in the same module
+    (each architecture's shapes carry its index as ``path``)."""
+    bb = relax.BlockBuilder()
+    for cfg, shp in [(config, shapes), *(more or [])]:
+        check_architecture(cfg)
+        for s in sorted(set(shp)):
+            _relax_function(bb, cfg, s)
+    return bb.get()
+
+
+# ---------------------------------------------------------------- schedules
+
+def schedule_conv_int8(sch, block, accumulators: int = ACCUMULATORS) -> None:
+    """:func:`.schedules.schedule_conv_nhwc`'s structure for the u8 x i8 -> i32 conv block: the
+    innermost (16 output channels x 4 input channels) tensorized to ``vpdpbusd``."""
+    n, y, x, f, ry, rx, rc = sch.get_loops(block)
+    width, channels = int(sch.get(x).extent), int(sch.get(f).extent)
+    tw = width_tile(width, channels // 16, accumulators)
+    xo, xi = sch.split(x, [None, tw])
+    fo, fi = sch.split(f, [None, 16])
+    co, ci = sch.split(rc, [None, 4])
+    sch.reorder(n, y, xo, ry, rx, co, xi, fo, fi, ci)
+    ny = sch.fuse(n, y)
+    sch.parallel(ny)
+    pads = list(sch.get_producers(block))
+    acc = sch.cache_write(block, 0, "local")
+    consumers = sch.get_consumers(acc)
+    for c in consumers:
+        sch.reverse_compute_inline(c)
+    sch.reverse_compute_at(acc, xo)
+    for p in pads:
+        sch.compute_at(p, ny)
+        sch.vectorize(sch.split(sch.get_loops(p)[-1], [None, 16])[1]) if int(sch.get(sch.get_loops(p)[-1]).extent) % 16 == 0 \
+            else sch.vectorize(sch.get_loops(p)[-1])
+    sch.unroll(fo)
+    sch.unroll(xi)
+    init = sch.decompose_reduction(block, ry)
+    sch.tensorize(fi, VNNI_INTRIN)
+    *_, _, ifi = sch.get_loops(init)
+    sch.vectorize(ifi)
+    *_, wf = sch.get_loops(acc)
+    sch.vectorize(sch.split(wf, [None, 16])[1])
+
+
+def schedule_int8_module(mod: "tvm.IRModule") -> "tvm.IRModule":
+    """int8 convs by :func:`schedule_conv_int8`, every other kernel by :func:`.schedules.schedule_primfunc`."""
+    out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
+    for gv, func in mod.functions_items():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        if gv.name_hint.startswith("qconv"):
+            sch = tvm.s_tir.Schedule(func)
+            schedule_conv_int8(sch, sch.get_sblock("qconv"))
+            out[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+        else:
+            out[gv] = schedule_primfunc(func)
+    return out
+
+
+def build_int8(config: dict, shapes, target=None):
+    """Compile :func:`int8_module` for ``shapes`` (memory planned like the fp32 builds); returns the executable."""
+    from .passes import compile_planned, plan_memory
+
+    target = as_target(target) if target is not None else int8_target()
+    mod = schedule_int8_module(int8_module(config, shapes))
+    return compile_planned(plan_memory(mod, target), target)

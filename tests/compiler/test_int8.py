@@ -1,0 +1,80 @@
+"""The int8 WDSR build (dydca_lib.compiler.int8) on tiny paths: quantized parameters, numerics
+against the fp32 model, VNNI in the generated code. Needs a CPU with AVX-512 VNNI to run the code."""
+
+import numpy as np
+import pytest
+import torch
+
+from dydca_lib import compiler as C
+from dydca_lib.compiler import int8 as Q
+from dydca_lib.compiler import schedules as S
+from dydca_lib.models import WDSR, fold_weight_norm
+from dydca_lib.runinfo import cpu_flags
+
+import tvm  # noqa: E402  (after dydca_lib.compiler, which sets TVM_NUM_THREADS)
+
+needs_vnni = pytest.mark.skipif("avx512_vnni" not in cpu_flags(), reason="the int8 kernels use AVX-512 VNNI")
+
+
+def tiny(n_feats=16, n_blocks=2, seed=0):
+    torch.manual_seed(seed)
+    w = WDSR(scale=2, n_blocks=n_blocks, n_feats=n_feats, expansion=2)
+    with torch.no_grad():  # make the residual branch matter (the default init is near-bicubic)
+        w.tail.parametrizations.weight.original0.mul_(10.0)
+    return w.eval()
+
+
+def smooth(n, h, w, seed=0):
+    """uint8 NHWC patches of blocky noise (something like an image)."""
+    base = np.random.default_rng(seed).integers(0, 256, (n, h // 2 + 1, w // 2 + 1, 3))
+    return base.repeat(2, 1).repeat(2, 2)[:, :h, :w].astype(np.uint8)
+
+
+def test_quantized_parameters_in_order_and_unpack_to_the_weights():
+    w = tiny()
+    params = Q.quantize_unit(w, [smooth(4, 10, 12)])
+    names = Q.param_names(2)
+    assert len(params) == len(names)
+    by_name = dict(zip(names, params))
+    assert by_name["body.0.body.0.wq"].dtype == np.int8 and by_name["body.0.body.0.wq"].shape == (3, 3, 4, 2, 16, 4)
+    assert by_name["body.0.body.2.wq"].shape == (3, 3, 8, 1, 16, 4)
+    assert by_name["body.1.body.0.comp"].dtype == np.int32 and by_name["head.w"].shape == (3, 3, 3, 16)
+    inv_scale, zp = by_name["body.0.body.2.aq"]
+    assert zp == 0 and inv_scale > 0  # the second conv of a block reads a ReLU output: no negative range
+    # unpack: (kh, kw, C/4, F/16, 16, 4) -> HWIO; dequantized it is the folded weight within half a step
+    wq = by_name["body.0.body.0.wq"].transpose(0, 1, 2, 5, 3, 4).reshape(3, 3, 16, 32).astype(np.float32)
+    w_scale = by_name["body.0.body.0.scale"] * by_name["body.0.body.0.aq"][0]  # (s_in * s_w) / s_in
+    want = fold_weight_norm(w).body[0].body[0].weight.detach().numpy().transpose(2, 3, 1, 0)
+    assert np.abs(wq * w_scale - want).max() <= 0.5 * w_scale.max() + 1e-7
+
+
+def test_architecture_and_calibration_errors():
+    with pytest.raises(C.CompileError, match="multiples of 16"):
+        Q.quantize_unit(tiny(n_feats=4), [smooth(2, 8, 8)])
+    with pytest.raises(C.CompileError, match="uint8 NHWC"):
+        Q.quantize_unit(tiny(), [np.zeros((2, 8, 8, 3), np.float32)])
+    with pytest.raises(C.CompileError, match="at least one"):
+        Q.quantize_unit(tiny(), [])
+
+
+@needs_vnni
+def test_int8_build_is_within_quantization_error_of_fp32():
+    w = tiny()
+    shape = C.StaticShape(0, 10, 12, 3)
+    params = [tvm.runtime.tensor(p) for p in Q.quantize_unit(w, [smooth(8, 10, 12, seed=1)])]
+    vm = C.load_vm(Q.build_int8(w.config, [shape]))
+    x = smooth(3, 10, 12, seed=2).transpose(0, 3, 1, 2).astype(np.float32) / 255
+    got = C.run_vm(vm, shape.name, x, params)
+    with torch.no_grad():
+        want = fold_weight_norm(w)(torch.from_numpy(x)).numpy()
+    d = np.abs(got - want) * 255  # in 8-bit levels
+    assert got.shape == want.shape and d.mean() < 0.5 and d.max() < 4
+
+
+def test_int8_kernels_are_vnni_dot_products_on_register_tiles():
+    w = tiny(n_feats=32)
+    mod = Q.schedule_int8_module(Q.int8_module(w.config, [C.StaticShape(0, 12, 24, 2)]))
+    name = next(gv.name_hint for gv, _ in mod.functions_items() if gv.name_hint.startswith("qconv_relu"))
+    hot = S.hot_loop(mod[name], Q.int8_target(), op="vpdpbusd")
+    assert hot["fma"] == hot["fma_zmm"] > 0 and hot["accumulators"] >= 16  # a tile of zmm accumulators
+    assert hot["fma_per_load"] >= 2
