@@ -12,6 +12,10 @@ It may import the data and learning layers (``models``, ``paths``, ``runinfo``, 
   (``relax.get_pipeline("zero")``), ``StaticPlanBlockMemory``, kernel and memory reports;
 * :mod:`.database` — MetaSchedule databases under ``tuning/<target-name>/``: apply, coverage, prune;
 * :mod:`.tuning` — MetaSchedule tuning into a database, extending a committed one;
+* :mod:`.schedules` — the hand-written register-blocked NHWC convolution schedule (``manual=True``
+  builds: no database), and :func:`~.schedules.hot_loop`, the instruction mix of generated code;
+* :mod:`.int8` — int8 WDSR paths: body convs u8 x i8 on AVX-512 VNNI in the same schedule,
+  quantized parameters from calibration patches;
 * :mod:`.library` — :func:`~.library.static_module`, the one function that builds the static
   module for (paths, shapes), and the deployable shared library of notebook 06's client;
 * :mod:`.runtime` — :class:`~.runtime.CompiledDynamicSR` (an upscaler) and TVM timing.

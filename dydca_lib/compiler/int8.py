@@ -203,13 +203,16 @@ def conv_int8(x, wq, comp, scale, b, aq, relu=False, residual=None, res_scale=1.
         q = te.round(v * aq[0]) + aq[1]
         return te.max(te.min(q, tirx.const(255.0, "float32")), tirx.const(0.0, "float32")).astype("uint8")
 
-    n_, h_, w_ = n, h, wd
-    pad = te.compute((n_, h_ + kh - 1, w_ + kw - 1, c),
+    # the i32 tile must not be cut by a predicate (tensorize refuses it): the accumulation runs over
+    # a width rounded up to whole tiles, on zero-point padding, and the store keeps the real width
+    tile = width_tile(wd, f16)
+    wide = -(-wd // tile) * tile
+    pad = te.compute((n, h + kh - 1, wide + kw - 1, c),
                      lambda i, y, xx, ch: tirx.if_then_else(
-                         tirx.all(y >= kh // 2, y < h_ + kh // 2, xx >= kw // 2, xx < w_ + kw // 2),
+                         tirx.all(y >= kh // 2, y < h + kh // 2, xx >= kw // 2, xx < wd + kw // 2),
                          quant(x[i, y - kh // 2, xx - kw // 2, ch]), aq[1].astype("uint8")), name="qpad")
     ry, rx, rc = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx"), te.reduce_axis((0, c), "rc")
-    acc = te.compute((n, h, wd, f16 * 16), lambda i, y, xx, o: te.sum(
+    acc = te.compute((n, h, wide, f16 * 16), lambda i, y, xx, o: te.sum(
         pad[i, y + ry, xx + rx, rc].astype("int32") * wq[ry, rx, rc // 4, o // 16, o % 16, rc % 4].astype("int32"),
         axis=[ry, rx, rc]), name="qconv")
 
@@ -221,7 +224,7 @@ def conv_int8(x, wq, comp, scale, b, aq, relu=False, residual=None, res_scale=1.
             return residual[i, y, xx, o] + v * tirx.const(res_scale, "float32")
         return v
 
-    return te.compute(acc.shape, deq, name="dequant")
+    return te.compute((n, h, wd, f16 * 16), deq, name="dequant")
 
 
 def _input_nhwc(x, mean):
@@ -298,10 +301,11 @@ def schedule_conv_int8(sch, block, accumulators: int = ACCUMULATORS) -> None:
     sch.parallel(ny)
     pads = list(sch.get_producers(block))
     acc = sch.cache_write(block, 0, "local")
-    consumers = sch.get_consumers(acc)
-    for c in consumers:
-        sch.reverse_compute_inline(c)
+    store = sch.get_consumers(acc)  # the dequantizing store, over the real width (the tile may overhang it)
     sch.reverse_compute_at(acc, xo)
+    for c in store:
+        sch.reverse_compute_at(c, xo)  # its own loop over the tile, predicated at the right edge
+    sch.compute_inline(acc)  # the store reads the register tile directly
     for p in pads:
         sch.compute_at(p, ny)
         sch.vectorize(sch.split(sch.get_loops(p)[-1], [None, 16])[1]) if int(sch.get(sch.get_loops(p)[-1]).extent) % 16 == 0 \
@@ -312,8 +316,9 @@ def schedule_conv_int8(sch, block, accumulators: int = ACCUMULATORS) -> None:
     sch.tensorize(fi, VNNI_INTRIN)
     *_, _, ifi = sch.get_loops(init)
     sch.vectorize(ifi)
-    *_, wf = sch.get_loops(acc)
-    sch.vectorize(sch.split(wf, [None, 16])[1])
+    for c in store:
+        *_, wf = sch.get_loops(c)
+        sch.vectorize(sch.split(wf, [None, 16])[1])
 
 
 def schedule_int8_module(mod: "tvm.IRModule") -> "tvm.IRModule":
