@@ -58,7 +58,9 @@ def frame_flops(units: dict, plan, context: int) -> float:
 
 def latency_summary(rows, flops_per_frame: float, peak_gflops: float | None = None) -> dict:
     """Median/p95/mean per-frame latency, FPS (frames / total time), switch share, achieved GFLOP/s
-    (useful FLOPs / median compute time) and its share of the sgemm peak."""
+    (useful FLOPs / median compute time) and its share of the sgemm peak; with ``model_ms`` in the
+    rows, the median time inside the runtime's calls, the rest (the client loop: cut, stitch) and
+    the calls' share of the compute time."""
     total = np.array([r["total_ms"] for r in rows], dtype=float)
     comp = np.array([r["compute_ms"] for r in rows], dtype=float)
     sw = np.array([r["switch_ms"] for r in rows], dtype=float)
@@ -68,6 +70,11 @@ def latency_summary(rows, flops_per_frame: float, peak_gflops: float | None = No
            "switch_ms_total": float(sw.sum()), "switches": int((sw > 0).sum()),
            "gflop_per_frame": flops_per_frame / 1e9, "achieved_gflops": flops_per_frame / med_c / 1e6}
     out["share_of_sgemm_peak"] = out["achieved_gflops"] / peak_gflops if peak_gflops else float("nan")
+    if rows and all("model_ms" in r for r in rows):  # inside the runtime's calls vs the client loop (cut, stitch)
+        model = np.array([r["model_ms"] for r in rows], dtype=float)
+        out["median_model_ms"] = float(np.median(model))
+        out["median_other_ms"] = float(np.median(comp - model))
+        out["model_share"] = float(model.sum() / comp.sum()) if comp.sum() > 0 else float("nan")
     return out
 
 

@@ -13,14 +13,24 @@ from .plan import FramePlan, Workload
 
 
 def sr_frame(engine: Engine, lr: np.ndarray, plan: FramePlan, scale: int, context: int = 0,
-             one_at_a_time: bool = False) -> np.ndarray:
+             one_at_a_time: bool = False, model_ms: list | None = None) -> np.ndarray:
     """LR frame -> patches (with ``context`` LR px around each) -> units -> stitched SR frame.
 
     Batched: one call per (patch h, w, path), patches in plan order. ``one_at_a_time`` (the
     reference): one call per patch, in plan order, routed in Python (``engine.route`` by size for
     the dynamic model, else the plan's path). The frame covered by the plan is returned (the
-    overhang of border patches dropped), as :func:`dydca_lib.patches.stitch` does.
+    overhang of border patches dropped), as :func:`dydca_lib.patches.stitch` does. ``model_ms``
+    (a list): the milliseconds spent inside ``engine.run`` (the runtime's calls, with their input and
+    output conversion) are appended to it; the rest of the frame is the client loop (cut, stitch).
     """
+    def run(batch, unit):
+        if model_ms is None:
+            return engine.run(batch, unit)
+        t0 = time.perf_counter()
+        out = engine.run(batch, unit)
+        model_ms.append((time.perf_counter() - t0) * 1e3)
+        return out
+
     H, W = lr.shape[:2]
     s = int(scale)
     hmax, wmax = int((plan.y + plan.h).max()), int((plan.x + plan.w).max())
@@ -38,7 +48,7 @@ def sr_frame(engine: Engine, lr: np.ndarray, plan: FramePlan, scale: int, contex
     if one_at_a_time:
         for y, x, h, w, p in zip(plan.y, plan.x, plan.h, plan.w, plan.path):
             unit = engine.route(h, w) if engine.routes_by_size else p
-            put(engine.run(cut(y, x, h, w)[None], unit)[0], y, x, h, w)
+            put(run(cut(y, x, h, w)[None], unit)[0], y, x, h, w)
     else:
         keys = np.stack([plan.h, plan.w, plan.path], axis=1)
         uniq, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
@@ -46,7 +56,7 @@ def sr_frame(engine: Engine, lr: np.ndarray, plan: FramePlan, scale: int, contex
             idx = np.flatnonzero(inverse.ravel() == g)
             h, w, p = (int(v) for v in uniq[g])
             batch = np.stack([cut(plan.y[i], plan.x[i], h, w) for i in idx])
-            sr = engine.run(batch, p)
+            sr = run(batch, p)
             for i, o in zip(idx, sr):
                 put(o, plan.y[i], plan.x[i], h, w)
     return canvas[:out_h, :out_w]
@@ -75,7 +85,8 @@ class Client:
         self.startup_s = time.perf_counter() - t0
 
     def frame(self, i: int) -> tuple[np.ndarray, float, float]:
-        """SR frame ``i``: ``(sr, switch_ms, compute_ms)``."""
+        """SR frame ``i``: ``(sr, switch_ms, compute_ms)``; ``last_model_ms``: the part of
+        ``compute_ms`` spent inside the runtime's calls."""
         plan = self.workload.plans[i]
         switch_ms = 0.0
         if self.switching:
@@ -88,8 +99,11 @@ class Client:
                     self.engine.load(u)
                 switch_ms = (time.perf_counter() - t0) * 1e3
         t1 = time.perf_counter()
-        sr = sr_frame(self.engine, self.workload.frames[i], plan, self.scale, self.context, self.one_at_a_time)
-        return sr, switch_ms, (time.perf_counter() - t1) * 1e3
+        calls: list[float] = []
+        sr = sr_frame(self.engine, self.workload.frames[i], plan, self.scale, self.context, self.one_at_a_time, calls)
+        compute_ms = (time.perf_counter() - t1) * 1e3
+        self.last_model_ms = float(sum(calls))
+        return sr, switch_ms, compute_ms
 
     def run(self, passes: int = 1, warmup: int = 1, budget_s: float | None = None) -> list[dict]:
         """``warmup`` untimed frames (the first frames of the order), then ``passes`` timed passes over
@@ -111,7 +125,8 @@ class Client:
                     self.first_output = (i, sr)
                 spent += (sw + comp) / 1e3
                 rows.append({"pass": k, "position": pos, "frame": i, "chunk": self.workload.chunk_of[i],
-                             "switch_ms": sw, "compute_ms": comp, "total_ms": sw + comp})
+                             "switch_ms": sw, "compute_ms": comp, "model_ms": self.last_model_ms,
+                             "total_ms": sw + comp})
         return rows
 
 

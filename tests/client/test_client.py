@@ -66,6 +66,7 @@ def test_full_frame_pipeline_matches_evaluate(setup, runtime, tmp_path):
     sr, switch_ms, compute_ms = client.frame(0)
     assert sr.shape == want.shape == (28, 36, 3) and sr.dtype == np.uint8
     assert switch_ms == 0 and compute_ms > 0
+    assert 0 < client.last_model_ms <= compute_ms  # inside the runtime's calls, part of the frame
     diff = np.abs(sr.astype(int) - want.astype(int))
     if runtime in ("torch_ref", "torch_batched"):
         assert diff.max() == 0  # same arithmetic as the evaluation path
@@ -74,7 +75,7 @@ def test_full_frame_pipeline_matches_evaluate(setup, runtime, tmp_path):
     else:  # float noise (~1e-6) may flip a rounding to the next 8-bit level
         assert diff.max() <= 1 and (diff > 0).mean() < 0.01
     rows = client.run(passes=1, warmup=1)
-    assert len(rows) == 1 and rows[0]["total_ms"] > 0
+    assert len(rows) == 1 and rows[0]["total_ms"] > 0 and 0 < rows[0]["model_ms"] <= rows[0]["compute_ms"]
 
 
 def calibration_patches(side, n=6, seed=0):
