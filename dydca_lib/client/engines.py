@@ -135,6 +135,7 @@ class TvmEngine(Engine):
         self.arch_of = {int(u): int(a) for u, a in meta["arch_of"].items()}
         self.buckets = {tuple(int(v) for v in k.split(",")): list(b) for k, b in meta["buckets"].items()}
         self.scale = int(bundle["scale"])
+        self.uint8_io = meta.get("io") == "uint8_nhwc"  # the library takes and returns uint8 NHWC patches
 
     def _load(self, unit):
         with np.load(self.bundle["units"][str(unit)]["file"]) as z:
@@ -146,17 +147,17 @@ class TvmEngine(Engine):
         key = (a, h, w)
         if key not in self.buckets:
             raise KeyError(f"the TVM library has no {w}x{h} function for unit {unit} (compiled: {sorted(self.buckets)})")
-        xf, params = to_nchw(x), self.models[unit]
+        xf, params = (np.ascontiguousarray(x) if self.uint8_io else to_nchw(x)), self.models[unit]
         out = np.empty((n, h * self.scale, w * self.scale, 3), dtype=np.uint8)
         i = 0
         for k, b in split_batch(n, self.buckets[key]):
             chunk = xf[i:i + k]
             if b > k:
-                chunk = np.concatenate([chunk, np.zeros((b - k,) + chunk.shape[1:], np.float32)])
+                chunk = np.concatenate([chunk, np.zeros((b - k,) + chunk.shape[1:], chunk.dtype)])
             y = self.vm[function_name(a, h, w, b)](self.tvm.runtime.tensor(chunk), *params)
             if not hasattr(y, "numpy"):
                 y = y[0]
-            out[i:i + k] = to_uint8(y.numpy()[:k])
+            out[i:i + k] = y.numpy()[:k] if self.uint8_io else to_uint8(y.numpy()[:k])
             i += k
         return out
 

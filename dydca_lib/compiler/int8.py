@@ -227,17 +227,24 @@ def conv_int8(x, wq, comp, scale, b, aq, relu=False, residual=None, res_scale=1.
     return te.compute((n, h, wd, f16 * 16), deq, name="dequant")
 
 
-def _input_nhwc(x, mean):
-    n, c, h, w = (int(v) for v in x.shape)
-    return te.compute((n, h, w, c), lambda i, y, xx, ch: x[i, ch, y, xx] - tirx.const(mean, "float32"), name="to_nhwc")
+def _input_from_uint8(x, mean):
+    """uint8 NHWC patches -> fp32 in [0, 1] minus the model's input mean (``to_nchw``'s arithmetic)."""
+    return te.compute(x.shape, lambda i, y, xx, ch: x[i, y, xx, ch].astype("float32") / tirx.const(255.0, "float32")
+                      - tirx.const(mean, "float32"), name="from_uint8")
 
 
-def _shuffle_nchw(y, scale, mean):
+def _shuffle_to_uint8(y, scale, mean):
+    """Pixel shuffle + the input mean + ``to_uint8`` (clamp to [0, 1], x 255, round half to even):
+    uint8 NHWC SR patches, what the client stitches."""
     n, h, w, c = (int(v) for v in y.shape)
     colors = c // (scale * scale)
-    return te.compute((n, colors, h * scale, w * scale), lambda i, ch, yy, xx: y[
-        i, yy // scale, xx // scale, ch * scale * scale + (yy % scale) * scale + xx % scale] + tirx.const(mean, "float32"),
-        name="shuffle")
+
+    def value(i, yy, xx, ch):
+        v = y[i, yy // scale, xx // scale, ch * scale * scale + (yy % scale) * scale + xx % scale] + tirx.const(mean, "float32")
+        v = te.min(te.max(v, tirx.const(0.0, "float32")), tirx.const(1.0, "float32")) * tirx.const(255.0, "float32")
+        return tirx.nearbyint(v).astype("uint8")
+
+    return te.compute((n, h * scale, w * scale, colors), value, name="to_uint8")
 
 
 def _relax_function(bb, config: dict, shape: StaticShape):
@@ -254,11 +261,11 @@ def _relax_function(bb, config: dict, shape: StaticShape):
         sinfo.update({f"{name}.wq": relax.TensorType((3, 3, c // 4, f // 16, 16, 4), "int8"),
                       f"{name}.comp": relax.TensorType((f,), "int32"), f"{name}.scale": f32(f),
                       f"{name}.b": f32(f), f"{name}.aq": f32(2)})
-    x = relax.Var("x", f32(shape.batch, colors, shape.h, shape.w))
+    x = relax.Var("x", relax.TensorType((shape.batch, shape.h, shape.w, colors), "uint8"))
     params = {k: relax.Var(k.replace(".", "_"), sinfo[k]) for k in param_names(n_blocks)}
     with bb.function(shape.name, [x, *params.values()], attrs={"num_input": 1}):
         with bb.dataflow():
-            xin = bb.emit_te(_input_nhwc, x, mean, primfunc_name_hint="to_nhwc")
+            xin = bb.emit_te(_input_from_uint8, x, mean, primfunc_name_hint="from_uint8")
             h = bb.emit_te(conv_fp32, xin, params["head.w"], params["head.b"], primfunc_name_hint="conv_head")
             for i in range(n_blocks):
                 a, b = (f"body.{i}.body.{j}" for j in (0, 2))
@@ -268,14 +275,15 @@ def _relax_function(bb, config: dict, shape: StaticShape):
                                residual=h, res_scale=res_scale, primfunc_name_hint="qconv_residual")
             skip = bb.emit_te(conv_fp32, xin, params["skip.w"], params["skip.b"], primfunc_name_hint="conv_skip")
             y = bb.emit_te(conv_fp32, h, params["tail.w"], params["tail.b"], skip, primfunc_name_hint="conv_tail")
-            out = bb.emit_output(bb.emit_te(_shuffle_nchw, y, scale, mean, primfunc_name_hint="shuffle"))
+            out = bb.emit_output(bb.emit_te(_shuffle_to_uint8, y, scale, mean, primfunc_name_hint="to_uint8"))
         bb.emit_func_output(out)
 
 
 def int8_module(config: dict, shapes, more: list[tuple[dict, list]] | None = None) -> "tvm.IRModule":
     """One relax function per static shape of a WDSR path architecture (``config``: the path's
-    ``model.config``), named :attr:`StaticShape.name`, taking ``x`` (NCHW fp32) and
-    :func:`quantize_unit`'s parameters; ``more``: further ``(config, shapes)`` in the same module
+    ``model.config``), named :attr:`StaticShape.name`, taking ``x`` (uint8 NHWC LR patches, with
+    context) and :func:`quantize_unit`'s parameters and returning uint8 NHWC SR patches (the
+    client's own format: the byte <-> float conversions run compiled, not in NumPy); ``more``: further ``(config, shapes)`` in the same module
     (each architecture's shapes carry its index as ``path``)."""
     bb = relax.BlockBuilder()
     for cfg, shp in [(config, shapes), *(more or [])]:

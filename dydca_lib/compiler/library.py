@@ -175,7 +175,7 @@ def int8_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context:
     shapes = static_shapes(pd.concat(rows, ignore_index=True), context, max_batch)
     code = _file_digest([Path(__file__).with_name(n) for n in ("int8.py", "schedules.py")])
     key_record = {"archs": archs, "shapes": [list(map(int, (s.path, s.h, s.w, s.batch))) for s in shapes],
-                  "target": str(target), "tvm": tvm.__version__, "kernels": "int8", "code": code, "v": 1}
+                  "target": str(target), "tvm": tvm.__version__, "kernels": "int8", "code": code, "v": 2}
     key = hashlib.sha256(json.dumps(key_record, sort_keys=True).encode()).hexdigest()[:16]
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -197,7 +197,8 @@ def int8_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context:
         buckets: dict[str, list[int]] = {}
         for s in shapes:
             buckets.setdefault(f"{s.path},{s.h},{s.w}", []).append(int(s.batch))
-        meta = {"archs": archs, "buckets": buckets, "tuned": False, "kernels_from": "int8", "target": str(target),
+        meta = {"archs": archs, "buckets": buckets, "tuned": False, "kernels_from": "int8", "io": "uint8_nhwc",
+                "target": str(target),
                 "kernels": None, "kernels_tuned": 0, "build_seconds": round(time.perf_counter() - t0, 1),
                 "functions": [s.name for s in shapes]}
         meta_file.write_text(json.dumps(meta, indent=1))

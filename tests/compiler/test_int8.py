@@ -10,6 +10,7 @@ from dydca_lib.compiler import int8 as Q
 from dydca_lib.compiler import schedules as S
 from dydca_lib.models import WDSR, fold_weight_norm
 from dydca_lib.runinfo import cpu_flags
+from dydca_lib.tensors import to_nchw, to_uint8
 
 import tvm  # noqa: E402  (after dydca_lib.compiler, which sets TVM_NUM_THREADS)
 
@@ -63,12 +64,14 @@ def test_int8_build_is_within_quantization_error_of_fp32():
     shape = C.StaticShape(0, 10, 12, 3)
     params = [tvm.runtime.tensor(p) for p in Q.quantize_unit(w, [smooth(8, 10, 12, seed=1)])]
     vm = C.load_vm(Q.build_int8(w.config, [shape]))
-    x = smooth(3, 10, 12, seed=2).transpose(0, 3, 1, 2).astype(np.float32) / 255
-    got = C.run_vm(vm, shape.name, x, params)
+    lr = smooth(3, 10, 12, seed=2)
+    got = vm[shape.name](tvm.runtime.tensor(lr), *params)
+    got = (got if hasattr(got, "numpy") else got[0]).numpy()  # uint8 NHWC, as the client stitches it
     with torch.no_grad():
-        want = fold_weight_norm(w)(torch.from_numpy(x)).numpy()
-    d = np.abs(got - want) * 255  # in 8-bit levels
-    assert got.shape == want.shape and d.mean() < 0.5 and d.max() < 4
+        want = to_uint8(fold_weight_norm(w)(torch.from_numpy(to_nchw(lr))).numpy())
+    d = np.abs(got.astype(int) - want.astype(int))  # in 8-bit levels
+    assert got.dtype == np.uint8 and got.shape == want.shape == (3, 20, 24, 3)
+    assert d.mean() < 0.5 and d.max() <= 4
 
 
 def test_int8_kernels_are_vnni_dot_products_on_register_tiles():

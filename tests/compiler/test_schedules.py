@@ -74,3 +74,13 @@ def test_every_kernel_is_scheduled_and_convs_keep_accumulators_local():
 def test_manual_and_tuned_are_exclusive():
     with pytest.raises(C.CompileError, match="choose one"):
         C.CompiledDynamicSR(dynamic_model(4), [C.StaticShape(0, 6, 7, 2)], manual=True, tuned=True)
+
+
+def test_manual_build_for_a_cpu_without_avx512_matches_torch():
+    model = dynamic_model(16)
+    shape = C.StaticShape(0, 6, 9, 2)
+    build = C.CompiledDynamicSR(model, [shape], manual=True, target=C.cpu_target(mcpu=None))  # 8-lane vectors
+    x = np.random.default_rng(1).random((2, 3, 6, 9), dtype=np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x), 0).numpy()
+    np.testing.assert_allclose(build.forward(x, 0), want, atol=TOL)
