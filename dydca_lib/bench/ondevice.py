@@ -149,7 +149,8 @@ def time_configs(configs: list[Config], threads: int, passes: int = 1, warmup: i
     """Time every configuration, one after another in this process (:meth:`Client.run`).
 
     Returns ``(per_frame, startup, outputs)``: per-frame rows (method, runtime, resolution, pass,
-    frame, chunk, switch/compute/total ms), the start-up seconds of each client (making its
+    frame, chunk, switch/compute/total ms, and ``model_ms``: the part of compute inside the runtime's
+    calls), the start-up seconds of each client (making its
     resident models ready) and each client's first SR frame ``(frame id, SR)`` (the warm-up frame;
     for :func:`check_outputs`)."""
     frames, startup, outputs = [], [], []
@@ -160,7 +161,8 @@ def time_configs(configs: list[Config], threads: int, passes: int = 1, warmup: i
         startup.append(client.startup_s)
         outputs.append(client.first_output)
         del client
-    cols = ["method", "runtime", "resolution", "pass", "position", "frame", "chunk", "switch_ms", "compute_ms", "total_ms"]
+    cols = ["method", "runtime", "resolution", "pass", "position", "frame", "chunk", "switch_ms", "compute_ms", "model_ms",
+            "total_ms"]
     return pd.concat(frames, ignore_index=True)[cols], startup, outputs
 
 
