@@ -95,6 +95,28 @@ def architectures(units: Mapping[int, WDSR], scale: int) -> tuple[DynamicWDSR, d
     return dyn, arch_of
 
 
+def _library_shapes(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: int, max_batch: int):
+    """``(dynamic model of the architectures, {unit: architecture}, architecture keys, static shapes)``
+    of a library: one function per (architecture, patch shape with context, batch bucket) ``plans`` needs."""
+    dyn, arch_of = architectures(units, scale)
+    archs = [_arch_key(p.config) for p in dyn.paths]
+    rows = [pd.DataFrame({"frame": f, "h": p.h, "w": p.w, "path": [arch_of[int(u)] for u in p.path]})
+            for f, p in plans.items()]
+    return dyn, arch_of, archs, static_shapes(pd.concat(rows, ignore_index=True), context, max_batch)
+
+
+def _cached(key_record: dict, cache_dir: Path, prefix: str) -> tuple[Path, Path, dict | None]:
+    """The library and description files of ``key_record`` in ``cache_dir``, and the description
+    when both exist (``cached`` set), else ``None``."""
+    key = hashlib.sha256(json.dumps(key_record, sort_keys=True).encode()).hexdigest()[:16]
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    so, meta_file = cache_dir / f"{prefix}-{key}.so", cache_dir / f"{prefix}-{key}.json"
+    if so.exists() and meta_file.exists():
+        return so, meta_file, {**json.loads(meta_file.read_text()), "cached": True}
+    return so, meta_file, None
+
+
 def tvm_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: int, max_batch: int, tuned: bool,
                 cache_dir: Path, target=None, tune_trials_per_task: int = 0, manual: bool = False) -> tuple[Path, dict]:
     """Compile (or reuse from ``cache_dir``) the static TVM library for these units' architectures
@@ -108,11 +130,7 @@ def tvm_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: 
     from .runtime import CompiledDynamicSR
 
     target = target or cpu_target()
-    dyn, arch_of = architectures(units, scale)
-    archs = [_arch_key(p.config) for p in dyn.paths]
-    rows = [pd.DataFrame({"frame": f, "h": p.h, "w": p.w, "path": [arch_of[int(u)] for u in p.path]})
-            for f, p in plans.items()]
-    shapes = static_shapes(pd.concat(rows, ignore_index=True), context, max_batch)
+    dyn, arch_of, archs, shapes = _library_shapes(units, plans, scale, context, max_batch)
     paths = dict(enumerate(dyn.paths))
     tuned = tuned and not manual
     if tuned and tune_trials_per_task > 0:
@@ -125,14 +143,8 @@ def tvm_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: 
                   "target": str(target), "tvm": tvm.__version__, "db": db_hash, "tuned": bool(tuned), "v": 1}
     if manual:
         key_record["kernels"] = "manual"
-    key = hashlib.sha256(json.dumps(key_record, sort_keys=True).encode()).hexdigest()[:16]
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    so, meta_file = cache_dir / f"tvm-{key}.so", cache_dir / f"tvm-{key}.json"
-    if so.exists() and meta_file.exists():
-        meta = json.loads(meta_file.read_text())
-        meta["cached"] = True
-    else:
+    so, meta_file, meta = _cached(key_record, cache_dir, "tvm")
+    if meta is None:
         t0 = time.perf_counter()
         build = CompiledDynamicSR(dyn, shapes, target=target, tuned=tuned, manual=manual)
         seconds = time.perf_counter() - t0
@@ -168,22 +180,12 @@ def int8_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context:
     from . import int8
 
     target = as_target(target) if target is not None else int8.int8_target()
-    dyn, arch_of = architectures(units, scale)
-    archs = [_arch_key(p.config) for p in dyn.paths]
-    rows = [pd.DataFrame({"frame": f, "h": p.h, "w": p.w, "path": [arch_of[int(u)] for u in p.path]})
-            for f, p in plans.items()]
-    shapes = static_shapes(pd.concat(rows, ignore_index=True), context, max_batch)
+    dyn, arch_of, archs, shapes = _library_shapes(units, plans, scale, context, max_batch)
     code = _file_digest([Path(__file__).with_name(n) for n in ("int8.py", "schedules.py")])
     key_record = {"archs": archs, "shapes": [list(map(int, (s.path, s.h, s.w, s.batch))) for s in shapes],
                   "target": str(target), "tvm": tvm.__version__, "kernels": "int8", "code": code, "v": 2}
-    key = hashlib.sha256(json.dumps(key_record, sort_keys=True).encode()).hexdigest()[:16]
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    so, meta_file = cache_dir / f"tvm-int8-{key}.so", cache_dir / f"tvm-int8-{key}.json"
-    if so.exists() and meta_file.exists():
-        meta = json.loads(meta_file.read_text())
-        meta["cached"] = True
-    else:
+    so, meta_file, meta = _cached(key_record, cache_dir, "tvm-int8")
+    if meta is None:
         t0 = time.perf_counter()
         per_arch = [(path.config, [s for s in shapes if s.path == a]) for a, path in enumerate(dyn.paths)]
         per_arch = [(c, s) for c, s in per_arch if s]
