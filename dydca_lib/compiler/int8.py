@@ -29,7 +29,7 @@ from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 from . import CompileError
-from .schedules import ACCUMULATORS, schedule_primfunc, width_tile
+from .schedules import ACCUMULATORS, schedule_primfunc, vector_loop, width_tile
 from .shapes import StaticShape
 from .target import as_target, cpu_target
 
@@ -83,12 +83,17 @@ def body_convs(n_blocks: int) -> list[str]:
 
 def activation_ranges(wdsr, batches) -> dict[str, tuple[float, float]]:
     """Min and max of every body conv's input over ``batches`` (uint8 NHWC LR patches), fp32 model."""
+    from ..models import fold_weight_norm
+
+    return _ranges(fold_weight_norm(wdsr).eval(), batches)
+
+
+def _ranges(plain, batches) -> dict[str, tuple[float, float]]:
+    """:func:`activation_ranges` of a plain (weight norm folded) WDSR."""
     import torch
 
-    from ..models import fold_weight_norm
     from ..tensors import to_nchw
 
-    plain = fold_weight_norm(wdsr).eval()
     ranges: dict[str, list[float]] = {}
     hooks = []
     for name in body_convs(plain.config["n_blocks"]):
@@ -128,7 +133,7 @@ def quantize_unit(wdsr, batches) -> list[np.ndarray]:
     plain = fold_weight_norm(wdsr).eval()
     check_architecture(plain.config)
     sd = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in plain.state_dict().items()}
-    ranges = activation_ranges(wdsr, batches)
+    ranges = _ranges(plain, batches)
     hwio = lambda w: np.ascontiguousarray(w.transpose(2, 3, 1, 0))  # noqa: E731  OIHW -> HWIO
     out = [hwio(sd["head.weight"]), sd["head.bias"]]
     for name in body_convs(plain.config["n_blocks"]):
@@ -162,26 +167,19 @@ def param_names(n_blocks: int) -> list[str]:
 
 # ---------------------------------------------------------------- TE computations (NHWC)
 
-def _pad(x, k, fill, cast=None, name="pad"):
+def _pad(x, k):
+    """``x`` (NHWC) with a zero border of ``k // 2`` pixels."""
     n, h, w, c = (int(v) for v in x.shape)
     p = k // 2
-
-    def value(b, y, xx, ch):
-        v = x[b, y - p, xx - p, ch]
-        return cast(v) if cast else v
-
-    inside = lambda y, xx: tirx.all(y >= p, y < h + p, xx >= p, xx < w + p)  # noqa: E731
-    dtype = "uint8" if cast else x.dtype
-    return te.compute((n, h + k - 1, w + k - 1, c),
-                      lambda b, y, xx, ch: tirx.if_then_else(inside(y, xx), value(b, y, xx, ch), tirx.const(fill, dtype)),
-                      name=name)
+    return te.compute((n, h + k - 1, w + k - 1, c), lambda b, y, xx, ch: tirx.if_then_else(
+        tirx.all(y >= p, y < h + p, xx >= p, xx < w + p), x[b, y - p, xx - p, ch], tirx.const(0.0, x.dtype)), name="pad")
 
 
 def conv_fp32(x, w, b, extra=None):
     """Same-padded NHWC conv, HWIO weights, + bias (+ ``extra``, an NHWC tensor of the output's shape)."""
     kh, kw, c, f = (int(v) for v in w.shape)
     n, h, wd, _ = (int(v) for v in x.shape)
-    pad = _pad(x, kh, 0.0)
+    pad = _pad(x, kh)
     ry, rx, rc = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx"), te.reduce_axis((0, c), "rc")
     acc = te.compute((n, h, wd, f), lambda i, y, xx, o: te.sum(pad[i, y + ry, xx + rx, rc] * w[ry, rx, rc, o],
                                                                axis=[ry, rx, rc]), name="conv")
@@ -316,8 +314,7 @@ def schedule_conv_int8(sch, block, accumulators: int = ACCUMULATORS) -> None:
     sch.compute_inline(acc)  # the store reads the register tile directly
     for p in pads:
         sch.compute_at(p, ny)
-        sch.vectorize(sch.split(sch.get_loops(p)[-1], [None, 16])[1]) if int(sch.get(sch.get_loops(p)[-1]).extent) % 16 == 0 \
-            else sch.vectorize(sch.get_loops(p)[-1])
+        vector_loop(sch, sch.get_loops(p)[-1])
     sch.unroll(fo)
     sch.unroll(xi)
     init = sch.decompose_reduction(block, ry)
@@ -325,8 +322,7 @@ def schedule_conv_int8(sch, block, accumulators: int = ACCUMULATORS) -> None:
     *_, _, ifi = sch.get_loops(init)
     sch.vectorize(ifi)
     for c in store:
-        *_, wf = sch.get_loops(c)
-        sch.vectorize(sch.split(wf, [None, 16])[1])
+        vector_loop(sch, sch.get_loops(c)[-1])
 
 
 def schedule_int8_module(mod: "tvm.IRModule") -> "tvm.IRModule":

@@ -16,6 +16,7 @@ from tvm import relax
 from . import CompileError
 from .database import apply_database
 from .export import symbolic_dims
+from .schedules import schedule_module, to_nhwc
 from .shapes import StaticShape
 from .target import as_target
 
@@ -227,12 +228,10 @@ def optimize(static_mod: "tvm.IRModule", target=None, database: str | Path | Non
     if manual and database is not None:
         raise CompileError("a build uses either the hand-written schedules or a tuning database, not both")
     if manual:
-        from .schedules import to_nhwc
         static_mod = to_nhwc(static_mod, target)
     unfused = kernel_calls(legalize(static_mod, target))
     fused = fuse(static_mod, target)
     if manual:
-        from .schedules import schedule_module
         fused = schedule_module(fused, target)
     if database is not None:
         fused = apply_database(fused, target, database)

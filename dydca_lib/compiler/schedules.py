@@ -77,7 +77,9 @@ def _inline_epilogue(sch, block) -> None:
             return
 
 
-def _vector_loop(sch, loop, lanes: int = 16) -> None:
+def vector_loop(sch, loop, lanes: int = 16) -> None:
+    """Vectorise ``loop``: whole when it has at most ``lanes`` iterations, else its inner ``lanes``
+    when they divide it (otherwise it stays scalar)."""
     n = _extent(sch, loop)
     if n <= lanes:
         sch.vectorize(loop)
@@ -107,7 +109,7 @@ def schedule_conv_nhwc(sch, block, lanes: int = 16, accumulators: int = ACCUMULA
     sch.reverse_compute_at(acc, xo)
     for p in pads:
         sch.compute_at(p, ny)
-        _vector_loop(sch, sch.get_loops(p)[-1], lanes)
+        vector_loop(sch, sch.get_loops(p)[-1], lanes)
     # annotate before decompose_reduction: the update block alone is not a reduction block
     # (no init), and vectorize refuses it; the init block's loops are copies with the annotations
     sch.vectorize(fi)
@@ -115,7 +117,7 @@ def schedule_conv_nhwc(sch, block, lanes: int = 16, accumulators: int = ACCUMULA
     sch.unroll(xi)
     sch.decompose_reduction(block, ry)
     *_, wx, wf = sch.get_loops(acc)
-    _vector_loop(sch, wf, lanes)
+    vector_loop(sch, wf, lanes)
 
 
 def schedule_elementwise(sch, block, lanes: int = 16) -> None:
