@@ -19,6 +19,7 @@ from .export import symbolic_dims
 from .schedules import schedule_module, to_nhwc
 from .shapes import StaticShape
 from .target import as_target
+from .winograd import legalize as winograd_legalize
 
 
 def compile_dynamic(mod: "tvm.IRModule", target=None):
@@ -213,12 +214,13 @@ class StaticProgram:
 
 
 def optimize(static_mod: "tvm.IRModule", target=None, database: str | Path | None = None,
-             manual: bool = False) -> StaticProgram:
+             manual: bool = False, winograd: bool = False) -> StaticProgram:
     """Fuse, optionally apply a tuning database, and plan memory; report per function.
 
     ``database``: a tuning ``work_dir`` to apply with :func:`apply_database` (``None``: untuned).
     ``manual``: convolutions in NHWC/HWIO with the hand-written register-blocked schedule of
     :mod:`.schedules` (every kernel scheduled, no database; ``database`` must be ``None``).
+    ``winograd`` (with ``manual``): the 3x3 body convolutions by Winograd F(4x4, 3x3) (:mod:`.winograd`).
     ``report`` columns: ``function, kernels`` (PrimFunc names after fusion, in call order),
     ``n_kernels``, ``n_kernels_unfused`` (after LegalizeOps alone), ``mem_before_bytes``,
     ``mem_after_bytes`` (planned memory before/after ``StaticPlanBlockMemory``), ``allocs_before``,
@@ -227,10 +229,12 @@ def optimize(static_mod: "tvm.IRModule", target=None, database: str | Path | Non
     target = as_target(target)
     if manual and database is not None:
         raise CompileError("a build uses either the hand-written schedules or a tuning database, not both")
+    if winograd and not manual:
+        raise CompileError("winograd=True is a choice inside the hand-written schedules: pass manual=True too")
     if manual:
         static_mod = to_nhwc(static_mod, target)
     unfused = kernel_calls(legalize(static_mod, target))
-    fused = fuse(static_mod, target)
+    fused = fuse(winograd_legalize(static_mod, target) if winograd else static_mod, target)
     if manual:
         fused = schedule_module(fused, target)
     if database is not None:

@@ -32,8 +32,9 @@ class CompiledDynamicSR:
     * ``"static"`` (the compiler on): one static function per shape, fused, memory planned,
       tuned when ``tuned`` (database from ``work_dir``, default :func:`tuning_dir`; missing ->
       :class:`UntunedWarning` and untuned kernels), or, with ``manual``, convolutions in NHWC with
-      the hand-written register-blocked schedule (:mod:`.schedules`, no database), all in one
-      executable. ``kernels`` says which: ``"tuned"``, ``"manual"`` or ``"untuned"``. A request of ``n``
+      the hand-written register-blocked schedule (:mod:`.schedules`, no database) — with
+      ``winograd`` too, the 3x3 body convolutions by Winograd F(4x4, 3x3) (:mod:`.winograd`) — all in
+      one executable. ``kernels`` says which: ``"tuned"``, ``"manual"``, ``"winograd"`` or ``"untuned"``. A request of ``n``
       patches runs as :func:`split_batch` calls, the last one padded up to its bucket.
     * ``"symbolic"`` (the naive baseline): one symbolic executable per path, bounds = the largest
       shape and batch of that path, unfused and untuned; any shape within the bounds runs, in
@@ -47,7 +48,8 @@ class CompiledDynamicSR:
     """
 
     def __init__(self, model: DynamicWDSR, shapes: Iterable[StaticShape | tuple], *, mode: str = "static",
-                 target=None, tuned: bool = False, work_dir: str | Path | None = None, manual: bool = False):
+                 target=None, tuned: bool = False, work_dir: str | Path | None = None, manual: bool = False,
+                 winograd: bool = False):
         if mode not in ("static", "symbolic"):
             raise CompileError(f"mode must be 'static' or 'symbolic', got {mode!r}")
         if not isinstance(model, DynamicWDSR):
@@ -90,13 +92,14 @@ class CompiledDynamicSR:
                     warnings.warn(f"no tuning database for target {target_name(self.target)} in {database}: "
                                   "running untuned kernels (slow)", UntunedWarning, stacklevel=2)
                     database = None
-            self.program = optimize(self.static, self.target, database, manual=manual)
+            self.program = optimize(self.static, self.target, database, manual=manual, winograd=winograd)
             self.report = self.program.report
             self.executable = compile_planned(self.program.planned, self.target)
             self.vm = load_vm(self.executable)
         self.tuned = database is not None
         self.manual = bool(manual) and mode == "static"
-        self.kernels = "manual" if self.manual else "tuned" if self.tuned else "untuned"
+        self.winograd = self.manual and bool(winograd)
+        self.kernels = "winograd" if self.winograd else "manual" if self.manual else "tuned" if self.tuned else "untuned"
         self.build_seconds = time.perf_counter() - t0
 
     @classmethod

@@ -138,8 +138,14 @@ def schedule_elementwise(sch, block, lanes: int = 16) -> None:
 def schedule_primfunc(func: "tvm.tirx.PrimFunc", lanes: int = 16,
                       accumulators: int = ACCUMULATORS) -> "tvm.tirx.PrimFunc":
     """:func:`schedule_conv_nhwc` on each convolution of ``func`` (NHWC), element-wise chains
-    inlined into their last block, everything else :func:`schedule_elementwise`."""
+    inlined into their last block, everything else :func:`schedule_elementwise`; a function holding
+    a Winograd convolution (:mod:`.winograd`) gets :func:`.winograd.schedule_winograd`."""
+    from .winograd import has_winograd, schedule_winograd  # it builds on this module
+
     sch = tvm.s_tir.Schedule(func)
+    if has_winograd(sch):
+        schedule_winograd(sch, lanes, accumulators)
+        return sch.mod["main"].with_attr("tirx.is_scheduled", True)
     convs = _conv_blocks(sch)
     for block in convs:
         schedule_conv_nhwc(sch, block, lanes, accumulators)
