@@ -50,6 +50,7 @@ class Attempt:
     seed_committed: bool = False  # tune_attempt starts from the committed records (more trials on top)
     trials_scale: float = 1.0  # tune_attempt spends this many times the trials per kernel it is given
     manual: bool = False  # NHWC/HWIO convs with the hand-written schedule of compiler.schedules (no database)
+    winograd: bool = False  # with manual: the 3x3 body convs by Winograd F(4x4, 3x3) (compiler.winograd)
 
 
 ATTEMPTS: dict[str, Attempt] = {a.name: a for a in (
@@ -63,6 +64,8 @@ ATTEMPTS: dict[str, Attempt] = {a.name: a for a in (
     Attempt("prepack", "cpu_weight_prepack: layout-free weights, tuned on its own", database="prepack", prepack=True),
     Attempt("manual", "conv2d in NHWC/HWIO with a hand-written register-blocked schedule, no tuning",
             database=None, layout="NHWC", manual=True),
+    Attempt("winograd", "manual, with the 3x3 body convs by Winograd F(4x4,3x3) (hand-written schedule), no tuning",
+            database=None, layout="NHWC", manual=True, winograd=True),
 )}
 
 
@@ -98,8 +101,10 @@ def lowered(att: Attempt, wdsr, shape, target=None):
     mod, params = _static_module(wdsr, shape)
     if att.manual:
         from ..compiler.schedules import schedule_module, to_nhwc
+        from ..compiler.winograd import legalize
 
-        return schedule_module(C.fuse(to_nhwc(mod, target), target), target), params
+        mod = to_nhwc(mod, target)
+        return schedule_module(C.fuse(legalize(mod, target) if att.winograd else mod, target), target), params
     if att.layout == "NHWC":
         with target:
             mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)

@@ -12,7 +12,9 @@ The variants (:data:`VARIANTS`) are the same model run four ways, at one represe
 * ``tuned`` — the same with the MetaSchedule database applied (missing when this CPU's target has
   none: the row says so and carries no number);
 * ``manual`` — the same model with every conv in NHWC under the hand-written register-blocked
-  schedule of :mod:`dydca_lib.compiler.schedules` (no tuning, any CPU).
+  schedule of :mod:`dydca_lib.compiler.schedules` (no tuning, any CPU);
+* ``winograd`` — ``manual`` with the 3x3 body convs by Winograd F(4x4, 3x3)
+  (:mod:`dydca_lib.compiler.winograd`, hand-written schedule).
 
 Memory is the *planned* footprint of the compiled code (inputs and weights excluded), in bytes:
 for static functions, every allocation before ``StaticPlanBlockMemory`` and the storages after it
@@ -42,6 +44,7 @@ VARIANTS = {
     "static": "TVM static fused (untuned)",
     "tuned": "TVM static fused (tuned)",
     "manual": "TVM static fused (hand-written NHWC schedules)",
+    "winograd": "TVM static fused (hand-written, Winograd F(4x4,3x3) body convs)",
 }
 
 
@@ -243,7 +246,7 @@ def per_frame_estimate(table: pd.DataFrame, manifest: pd.DataFrame, context: int
 
 def headline(table: pd.DataFrame, per_frame: pd.DataFrame) -> dict:
     """Dy-DCA's compiler on vs off, measured: the fastest static build per frame (tuned, hand-written
-    or untuned, whichever has numbers and the lowest :func:`per_frame_estimate`) against the symbolic
+    direct or Winograd, or untuned, whichever has numbers and the lowest :func:`per_frame_estimate`) against the symbolic
     build, per frame and per shape, plus TVM against PyTorch eager. Ratios > 1 favour the static build."""
     pf = per_frame.set_index("variant")
 
@@ -251,7 +254,7 @@ def headline(table: pd.DataFrame, per_frame: pd.DataFrame) -> dict:
         return VARIANTS[key] in pf.index and np.isfinite(pf.loc[VARIANTS[key], "ms_per_frame"])
 
     tuned_ok = has("tuned")
-    static_builds = [VARIANTS[k] for k in ("tuned", "manual", "static") if has(k)]
+    static_builds = [VARIANTS[k] for k in ("tuned", "manual", "winograd", "static") if has(k)]
     best = min(static_builds, key=lambda v: pf.loc[v, "ms_per_frame"]) if static_builds else VARIANTS["static"]
     dyn, torch_ = VARIANTS["dynamic"], VARIANTS["torch"]
 
@@ -278,6 +281,8 @@ def headline(table: pd.DataFrame, per_frame: pd.DataFrame) -> dict:
                                                   pf.loc[VARIANTS["tuned"], "ms_per_frame"]) if tuned_ok else None),
         "speedup_manual_vs_tuned": (ratio(pf.loc[VARIANTS["tuned"], "ms_per_frame"], pf.loc[VARIANTS["manual"], "ms_per_frame"])
                                     if tuned_ok and has("manual") else None),
+        "speedup_winograd_vs_manual": (ratio(pf.loc[VARIANTS["manual"], "ms_per_frame"], pf.loc[VARIANTS["winograd"], "ms_per_frame"])
+                                       if has("manual") and has("winograd") else None),
         "ms_per_frame": {v: (None if not np.isfinite(x) else round(float(x), 2)) for v, x in pf.ms_per_frame.items()},
         "per_shape": per_shape,
         "paper_claims": {k: PAPER_CLAIMS[k] for k in ("compiler_speedup", "compiler_memory_saving")},

@@ -19,6 +19,7 @@ RUNTIMES = {
     "onnxruntime": "ONNX Runtime",
     "tvm": "TVM static (tuned)",
     "tvm_manual": "TVM static, convolutions in NHWC with a hand-written register-blocked schedule (no tuning)",
+    "tvm_winograd": "TVM static, tvm_manual with the 3x3 body convolutions by Winograd F(4x4, 3x3) (hand-written schedule)",
     "torch_batched_bf16": "PyTorch eager, batched by shape, bf16 weights and activations, channels-last (oneDNN)",
     "onnxruntime_int8": "ONNX Runtime, int8 QDQ (static, per-channel weights, calibrated on training frames)",
     "tvm_int8": "TVM static, residual-body convs int8 on AVX-512 VNNI (static activations calibrated on training frames, "
@@ -26,7 +27,7 @@ RUNTIMES = {
     "torch_ref_cuda": "PyTorch eager on CUDA, reference (1 patch per call)",
     "torch_batched_cuda": "PyTorch eager on CUDA, batched by shape",
 }
-TVM_RUNTIMES = ("tvm", "tvm_manual", "tvm_int8")  # one compiled library + weights: tuning database / hand-written / int8
+TVM_RUNTIMES = ("tvm", "tvm_manual", "tvm_winograd", "tvm_int8")  # one library + weights: tuning database / hand-written direct / Winograd / int8
 CUDA_RUNTIMES = ("torch_ref_cuda", "torch_batched_cuda")  # need a GPU; frames stay in host memory, copies are timed
 PRECISION = {"torch_batched_bf16": "bf16", "onnxruntime_int8": "int8", "tvm_int8": "int8"}  # the rest compute in fp32
 # the CPU features that make a precision worth running (without them oneDNN emulates bf16 and MLAS
@@ -185,7 +186,7 @@ def export_bundle(units: dict, runtime: str, out_dir: Path, *, scale: int, conte
 
         so, meta = tvm_library(units, plans or {}, scale, context, max_batch, tuned,
                                Path(cache_dir) if cache_dir else _default_cache(), target, tune_trials_per_task,
-                               manual=runtime == "tvm_manual")
+                               manual=runtime == "tvm_manual", winograd=runtime == "tvm_winograd")
     if runtime in TVM_RUNTIMES:
         lib = out_dir / "model.so"
         shutil.copyfile(so, lib)

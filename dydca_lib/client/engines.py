@@ -163,7 +163,7 @@ class TvmEngine(Engine):
 
 
 ENGINES = {"torch_ref": TorchEngine, "torch_batched": TorchEngine, "onnxruntime": OrtEngine, "tvm": TvmEngine,
-           "tvm_manual": TvmEngine, "tvm_int8": TvmEngine,
+           "tvm_manual": TvmEngine, "tvm_winograd": TvmEngine, "tvm_int8": TvmEngine,
            "torch_batched_bf16": TorchEngine, "onnxruntime_int8": OrtEngine,
            "torch_ref_cuda": TorchEngine, "torch_batched_cuda": TorchEngine}
 

@@ -118,7 +118,8 @@ def _cached(key_record: dict, cache_dir: Path, prefix: str) -> tuple[Path, Path,
 
 
 def tvm_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: int, max_batch: int, tuned: bool,
-                cache_dir: Path, target=None, tune_trials_per_task: int = 0, manual: bool = False) -> tuple[Path, dict]:
+                cache_dir: Path, target=None, tune_trials_per_task: int = 0, manual: bool = False,
+                winograd: bool = False) -> tuple[Path, dict]:
     """Compile (or reuse from ``cache_dir``) the static TVM library for these units' architectures
     and the patch shapes of ``plans`` (``{frame: FramePlan}``); returns the ``.so`` and its
     description (architectures, buckets, tuning coverage, ``arch_of``). The cache key is everything
@@ -126,27 +127,29 @@ def tvm_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: 
     the weights (they are function inputs). ``tune_trials_per_task`` > 0 (with ``tuned``): first
     tune the kernels the committed database lacks (:func:`~.tuning.extend_database`, which
     rewrites ``tuning/<target>/``). ``manual``: the hand-written NHWC convolution schedules of
-    :mod:`.schedules` instead of a database (``tuned`` is then ignored)."""
+    :mod:`.schedules` instead of a database (``tuned`` is then ignored); ``winograd`` (implies
+    ``manual``): the 3x3 body convolutions by Winograd F(4x4, 3x3) (:mod:`.winograd`)."""
     from .runtime import CompiledDynamicSR
 
     target = target or cpu_target()
     dyn, arch_of, archs, shapes = _library_shapes(units, plans, scale, context, max_batch)
     paths = dict(enumerate(dyn.paths))
+    manual = manual or winograd
     tuned = tuned and not manual
     if tuned and tune_trials_per_task > 0:
         extend_database(fuse(static_module(paths, shapes)[0], target), target, trials_per_task=tune_trials_per_task)
     db = tuning_dir(target)  # plain or gzipped JSON files; no database = untuned kernels
     db_hash = (_file_digest(sorted(db.glob("database_*.json*"))) if has_database(db) else "no-database") if tuned else "untuned"
     if manual:
-        db_hash = "manual-" + _file_digest([Path(__file__).with_name("schedules.py")])
+        db_hash = "manual-" + _file_digest([Path(__file__).with_name(f) for f in ("schedules.py", "winograd.py")])
     key_record = {"archs": archs, "shapes": [list(map(int, (s.path, s.h, s.w, s.batch))) for s in shapes],
                   "target": str(target), "tvm": tvm.__version__, "db": db_hash, "tuned": bool(tuned), "v": 1}
     if manual:
-        key_record["kernels"] = "manual"
+        key_record["kernels"] = "winograd" if winograd else "manual"
     so, meta_file, meta = _cached(key_record, cache_dir, "tvm")
     if meta is None:
         t0 = time.perf_counter()
-        build = CompiledDynamicSR(dyn, shapes, target=target, tuned=tuned, manual=manual)
+        build = CompiledDynamicSR(dyn, shapes, target=target, tuned=tuned, manual=manual, winograd=winograd)
         seconds = time.perf_counter() - t0
         for a, p in paths.items():
             if a not in build.params:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax, te, tirx
 
-from .schedules import ACCUMULATORS, _inline_epilogue, vector_loop, width_tile
+from .schedules import ACCUMULATORS, _inline_epilogue, vector_loop, vector_shape, width_tile
 from .target import as_target
 
 TILE = 4  # output tile side (m); the input tile is TILE + 2
@@ -113,10 +113,11 @@ def eligible(call, lanes: int = 16) -> bool:
     return (kh, kw) == (3, 3) and dtypes == {"float32"} and c % lanes == 0 and f % lanes == 0
 
 
-def legalize(mod: "tvm.IRModule", target=None, lanes: int = 16) -> "tvm.IRModule":
-    """``LegalizeOps`` with every :func:`eligible` conv2d as :func:`winograd_conv` (PrimFuncs named
-    ``conv2d_winograd``); everything else legalized as usual."""
+def legalize(mod: "tvm.IRModule", target=None) -> "tvm.IRModule":
+    """``LegalizeOps`` with every :func:`eligible` conv2d (channels in whole vectors of the target)
+    as :func:`winograd_conv` (PrimFuncs named ``conv2d_winograd``); everything else legalized as usual."""
     default = tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")
+    lanes, _ = vector_shape(target)
 
     def conv2d(bb, call):
         if eligible(call, lanes):
@@ -129,6 +130,14 @@ def legalize(mod: "tvm.IRModule", target=None, lanes: int = 16) -> "tvm.IRModule
 
 def has_winograd(sch) -> bool:
     return any(sch.get(b).name_hint == "wino_gemm" for b in sch.get_child_blocks(sch.get_sblock("root")))
+
+
+def _below(sch, block, loop) -> list:
+    """The loops of ``block`` inside ``loop`` (after ``compute_at`` there; loops of extent 1 vanish,
+    so a picture one tile wide has no tile loop)."""
+    loops = sch.get_loops(block)
+    at = [sch.get(v).same_as(sch.get(loop)) for v in loops].index(True)
+    return list(loops[at + 1:])
 
 
 def schedule_winograd(sch, lanes: int = 16, accumulators: int = ACCUMULATORS) -> None:
@@ -145,40 +154,45 @@ def schedule_winograd(sch, lanes: int = 16, accumulators: int = ACCUMULATORS) ->
     for name in ("wino_inverse", "wino_cols", "wino_gemm", "wino_pack", "wino_rows", "wino_pad"):
         sch.compute_at(blocks[name], band)
     # output transform: per tile and output-channel vector, the column pass kept in registers
-    *_, tw, a1, a2, o = sch.get_loops(blocks["wino_inverse"])
+    *tw, a1, a2, o = _below(sch, blocks["wino_inverse"], band)
     oo, oi = sch.split(o, [None, lanes])
-    sch.reorder(tw, oo, a1, a2, oi)
+    sch.reorder(*tw, oo, a1, a2, oi)
     sch.compute_at(blocks["wino_cols"], oo)
     for loop in (a1, a2):
         sch.unroll(loop)
     sch.vectorize(oi)
-    *_, e, ca2, co = sch.get_loops(blocks["wino_cols"])
+    e, ca2, co = _below(sch, blocks["wino_cols"], oo)
     sch.unroll(e)
     sch.unroll(ca2)
     sch.vectorize(co)
     # the 36 products: tiles x output-channel vectors in registers over the whole reduction
     gemm = blocks["wino_gemm"]
-    *_, e, u, tw, fo, rc = sch.get_loops(gemm)
+    e, u, *tw, fo, rc = _below(sch, gemm, band)
     channels = int(sch.get(fo).extent)
-    two, twi = sch.split(tw, [None, width_tile(int(sch.get(tw).extent), channels // lanes, accumulators)])
     fo, fi = sch.split(fo, [None, lanes])
-    sch.reorder(e, u, two, rc, twi, fo, fi)
+    if tw:
+        two, twi = sch.split(tw[0], [None, width_tile(int(sch.get(tw[0]).extent), channels // lanes, accumulators)])
+        sch.reorder(e, u, two, rc, twi, fo, fi)
+    else:  # one tile per band row
+        two, twi = u, None
+        sch.reorder(e, u, rc, fo, fi)
     acc = sch.cache_write(gemm, 0, "local")
     sch.reverse_compute_at(acc, two)
     sch.vectorize(fi)  # before decompose_reduction, as in schedules.schedule_conv_nhwc
     sch.unroll(fo)
-    sch.unroll(twi)
+    if twi is not None:
+        sch.unroll(twi)
     sch.decompose_reduction(gemm, rc)
     vector_loop(sch, sch.get_loops(acc)[-1], lanes)
     # input transform: per tile and input-channel vector, the row pass kept in registers
-    *_, e, u, tw, c = sch.get_loops(blocks["wino_pack"])
+    e, u, *tw, c = _below(sch, blocks["wino_pack"], band)
     cv, ci = sch.split(c, [None, lanes])
-    sch.reorder(tw, cv, e, u, ci)
+    sch.reorder(*tw, cv, e, u, ci)
     sch.compute_at(blocks["wino_rows"], cv)
     sch.unroll(e)
     sch.unroll(u)
     sch.vectorize(ci)
-    *_, re_, rj, rc_ = sch.get_loops(blocks["wino_rows"])
+    re_, rj, rc_ = _below(sch, blocks["wino_rows"], cv)
     sch.unroll(re_)
     sch.unroll(rj)
     sch.vectorize(rc_)

@@ -29,7 +29,7 @@ def _max_diff(att, wdsr):
     return float(np.abs(C.run_vm(vm, fname, x, params) - ref).max()), info
 
 
-@pytest.mark.parametrize("name", ["untuned", "generic_target_untuned", "nhwc", "prepack"])
+@pytest.mark.parametrize("name", ["untuned", "generic_target_untuned", "nhwc", "prepack", "manual", "winograd"])
 def test_every_variant_computes_the_same_path(tiny, name, tmp_path, monkeypatch):
     monkeypatch.setattr(database, "TUNING_ROOT", tmp_path)  # no database anywhere: every variant runs untuned
     diff, info = _max_diff(A.ATTEMPTS[name], tiny)

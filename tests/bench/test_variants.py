@@ -114,7 +114,9 @@ def test_bench_variants_and_outputs(model, builds, shapes, frames):
     tuned = t[t.variant == B.VARIANTS["tuned"]]
     assert tuned.median_ms.isna().all() and tuned.mem_planned_bytes.isna().all()
     assert (tuned.note == "no tuning database for this target").all()
-    ran = t[t.variant != B.VARIANTS["tuned"]]
+    absent = t[t.variant == B.VARIANTS["winograd"]]  # no build given: a row that says so
+    assert absent.median_ms.isna().all() and (absent.note == "not built").all()
+    ran = t[~t.variant.isin([B.VARIANTS["tuned"], B.VARIANTS["winograd"]])]
     assert (ran.median_ms > 0).all() and (ran.std_ms >= 0).all()
     static = t[t.variant == B.VARIANTS["static"]].set_index("path")
     report = builds["static"].report.set_index("function")
@@ -132,12 +134,12 @@ def test_bench_variants_and_outputs(model, builds, shapes, frames):
     assert latency_ax.get_yscale() == "log" and len(latency_ax.patches) == len(t)  # one bar per row
 
 
-def table(dyn_ms, static_ms, tuned_ms, torch_ms, dyn_mem, static_mem, manual_ms=math.nan):
+def table(dyn_ms, static_ms, tuned_ms, torch_ms, dyn_mem, static_mem, manual_ms=math.nan, winograd_ms=math.nan):
     rows = []
     for path, shape, batch in ((0, "8x6", 4), (1, "14x10", 2)):
         for v, ms, mem in ((B.VARIANTS["torch"], torch_ms, math.nan), (B.VARIANTS["dynamic"], dyn_ms, dyn_mem),
                            (B.VARIANTS["static"], static_ms, static_mem), (B.VARIANTS["tuned"], tuned_ms, static_mem),
-                           (B.VARIANTS["manual"], manual_ms, static_mem)):
+                           (B.VARIANTS["manual"], manual_ms, static_mem), (B.VARIANTS["winograd"], winograd_ms, static_mem)):
             rows.append({"path": path, "input_lr": shape, "batch": batch, "variant": v, "median_ms": ms,
                          "std_ms": 0.0, "mem_planned_bytes": mem if np.isfinite(ms) else math.nan})
     return pd.DataFrame(rows)
@@ -173,3 +175,8 @@ def test_per_frame_estimate_and_headline():
     assert h["speedup_static_vs_dynamic"] == pytest.approx(10.0)
     assert h["speedup_tuned_vs_untuned_static"] == pytest.approx(4.0)
     assert h["speedup_manual_vs_tuned"] == pytest.approx(2.0)
+    assert h["speedup_winograd_vs_manual"] is None  # not built
+    t = table(dyn_ms=10.0, static_ms=8.0, tuned_ms=2.0, torch_ms=4.0, dyn_mem=300.0, static_mem=200.0, manual_ms=1.0,
+              winograd_ms=0.5)
+    h = B.headline(t, B.per_frame_estimate(t, m, CONTEXT))
+    assert h["static_variant"] == B.VARIANTS["winograd"] and h["speedup_winograd_vs_manual"] == pytest.approx(2.0)
