@@ -181,8 +181,9 @@ def schedule_module(mod: "tvm.IRModule", target=None) -> "tvm.IRModule":
 
 
 def hot_loop(func: "tvm.tirx.PrimFunc", target=None, op: str = "vfmadd") -> dict:
-    """The innermost loop with the most ``op`` instructions (``vfmadd``: fp32 FMAs, ``vpdpbusd``:
-    int8 VNNI dot products) in the machine code LLVM makes of ``func``: its instruction mix
+    """The innermost loop made most densely of ``op`` instructions (``vfmadd``: fp32 FMAs, ``vpdpbusd``:
+    int8 VNNI dot products; at least 4 of them) in the machine code LLVM makes of ``func`` — the
+    micro-kernel, not an unrolled transform around it: its instruction mix
     (``fma``: ``op`` instructions, ``fma_zmm``: those on 512-bit registers, ``broadcasts``,
     ``loads``: vector moves from memory, ``other``), ``op`` per load, the distinct accumulator
     registers, and the loop's assembly (``text``)."""
@@ -210,7 +211,11 @@ def hot_loop(func: "tvm.tirx.PrimFunc", target=None, op: str = "vfmadd") -> dict
             loops[k] = v[:back[0] + 1]
     if not loops:
         raise ValueError("no self-looping basic block in the generated code")
-    name, body = max(loops.items(), key=lambda kv: sum(i.startswith(op) for i in kv[1]))
+    def density(body):  # a fully unrolled transform can hold more FMAs among many more other instructions
+        n = sum(i.startswith(op) for i in body)
+        return (n >= 4, n / len(body), n)
+
+    name, body = max(loops.items(), key=lambda kv: density(kv[1]))
     fma = [i for i in body if i.startswith(op)]
     loads = [i for i in body if re.match(r"vmov(u|a)ps\s+-?\w*\(", i)]
     bcast = [i for i in body if i.startswith(("vbroadcastss", "vpbroadcastd"))]
