@@ -33,7 +33,7 @@ import torch
 
 from .. import compiler as C
 from ..evaluate import evaluate, frame_protocol
-from ..models import DynamicWDSR, fold_weight_norm
+from ..models import DynamicWDSR, fold_weight_norm, wdsr_flops
 from ..patches import extract
 from ..published import PAPER_CLAIMS
 from .timing import time_torch
@@ -147,8 +147,14 @@ def dynamic_memory(sym_mod, shape: C.StaticShape, target=None) -> dict:
 
 def bench_variants(model: DynamicWDSR, builds: Mapping[str, C.CompiledDynamicSR | None],
                    inputs: Mapping[C.StaticShape, np.ndarray], number: int = 1, repeat: int = 5,
-                   target=None, missing_note: str = "no tuning database for this target") -> pd.DataFrame:
-    """Latency, planned memory and kernel count of every variant at every shape of ``inputs``.
+                   target=None, missing_note: str = "no tuning database for this target",
+                   peak_gflops: float | None = None) -> pd.DataFrame:
+    """Latency, planned memory, kernel count and GFLOP/s of every variant at every shape of ``inputs``.
+
+    ``gflops``: the path's convolution FLOPs on the batch (:func:`~dydca_lib.models.wdsr_flops`, as a
+    direct convolution computes them) over the median latency — for the Winograd build an
+    effective rate (it does ~4x fewer body multiply-adds); ``share_of_sgemm_peak``: that over
+    ``peak_gflops`` (the run's :func:`~dydca_lib.bench.timing.sgemm_peak`), when given.
 
     ``builds``: ``{"dynamic": symbolic build, "static": untuned static build, "tuned": tuned
     static build or None}`` (keys of :data:`VARIANTS`; PyTorch eager is always timed). A ``None``
@@ -186,6 +192,10 @@ def bench_variants(model: DynamicWDSR, builds: Mapping[str, C.CompiledDynamicSR 
                 row.update(mem_unplanned_bytes=int(rep.mem_before_bytes), mem_planned_bytes=int(rep.mem_after_bytes),
                            n_kernels=int(rep.n_kernels))
             row.update(median_ms=t["median_ms"], std_ms=t["std_ms"], threads=t["threads"])
+            flop = wdsr_flops(model.paths[shape.path].config, shape.h, shape.w) * shape.batch
+            row["gflops"] = flop / t["median_ms"] / 1e6
+            if peak_gflops:
+                row["share_of_sgemm_peak"] = row["gflops"] / float(peak_gflops)
             rows.append(row)
     out = pd.DataFrame(rows)
     ints = ["threads", "mem_unplanned_bytes", "mem_planned_bytes", "n_kernels"]
@@ -284,6 +294,9 @@ def headline(table: pd.DataFrame, per_frame: pd.DataFrame) -> dict:
         "speedup_winograd_vs_manual": (ratio(pf.loc[VARIANTS["manual"], "ms_per_frame"], pf.loc[VARIANTS["winograd"], "ms_per_frame"])
                                        if has("manual") and has("winograd") else None),
         "ms_per_frame": {v: (None if not np.isfinite(x) else round(float(x), 2)) for v, x in pf.ms_per_frame.items()},
+        "share_of_sgemm_peak_by_path": ({int(p): round(float(g.share_of_sgemm_peak.max()), 3)
+                                         for p, g in table[table.variant == best].groupby("path")}
+                                        if "share_of_sgemm_peak" in table else None),
         "per_shape": per_shape,
         "paper_claims": {k: PAPER_CLAIMS[k] for k in ("compiler_speedup", "compiler_memory_saving")},
     }

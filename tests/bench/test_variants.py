@@ -11,7 +11,7 @@ import torch
 from dydca_lib import compiler as C
 from dydca_lib.bench import figures as F
 from dydca_lib.bench import variants as B
-from dydca_lib.models import DynamicWDSR
+from dydca_lib.models import DynamicWDSR, wdsr_flops
 
 CONTEXT = 1
 
@@ -108,8 +108,13 @@ def test_dynamic_memory_is_planned_at_the_upper_bound(model):
 
 def test_bench_variants_and_outputs(model, builds, shapes, frames):
     inputs = {s: B.real_patches(frames, manifest(), s, CONTEXT) for s in B.representative_shapes(shapes)}
-    t = B.bench_variants(model, builds, inputs, number=1, repeat=2)
+    t = B.bench_variants(model, builds, inputs, number=1, repeat=2, peak_gflops=100.0)
     assert len(t) == 2 * len(B.VARIANTS)
+    timed = t[t.median_ms.notna()]
+    s0 = next(s for s in inputs if s.path == 0)
+    want = wdsr_flops(model.paths[0].config, s0.h, s0.w) * s0.batch / timed[timed.path == 0].median_ms / 1e6
+    np.testing.assert_allclose(timed[timed.path == 0].gflops, want)
+    np.testing.assert_allclose(timed.share_of_sgemm_peak, timed.gflops / 100.0)
     assert list(t.variant[:len(B.VARIANTS)]) == list(B.VARIANTS.values())
     tuned = t[t.variant == B.VARIANTS["tuned"]]
     assert tuned.median_ms.isna().all() and tuned.mem_planned_bytes.isna().all()
