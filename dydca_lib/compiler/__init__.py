@@ -14,6 +14,8 @@ It may import the data and learning layers (``models``, ``paths``, ``runinfo``, 
 * :mod:`.tuning` — MetaSchedule tuning into a database, extending a committed one;
 * :mod:`.schedules` — the hand-written register-blocked NHWC convolution schedule (``manual=True``
   builds: no database), and :func:`~.schedules.hot_loop`, the instruction mix of generated code;
+* :mod:`.winograd` — the 3x3 body convolutions by Winograd F(4x4, 3x3) with their own hand-written
+  schedule (``winograd=True``, with ``manual``);
 * :mod:`.int8` — int8 WDSR paths: body convs u8 x i8 on AVX-512 VNNI in the same schedule,
   quantized parameters from calibration patches;
 * :mod:`.library` — :func:`~.library.static_module`, the one function that builds the static

@@ -41,18 +41,23 @@ def dynamic_model(n_feats):
     return model.eval()
 
 
+def assert_matches_torch(build, model, shapes, seed=0):
+    """The build's float output on random patches of every shape equals the model's in PyTorch."""
+    rng = np.random.default_rng(seed)
+    for s in shapes:
+        x = rng.random((s.batch, 3, s.h, s.w), dtype=np.float32)
+        with torch.no_grad():
+            want = model(torch.from_numpy(x), s.path).numpy()
+        np.testing.assert_allclose(build.forward(x, s.path), want, atol=TOL)
+
+
 @pytest.mark.parametrize("n_feats", [4, 16])  # channels not a multiple of the vector width / 16 and 32
 def test_manual_build_matches_torch(n_feats):
     model = dynamic_model(n_feats)
     shapes = [C.StaticShape(0, 6, 7, 2), C.StaticShape(1, 9, 12, 3)]  # a width with no tile >= 4 (7)
     build = C.CompiledDynamicSR(model, shapes, manual=True)
     assert build.kernels == "manual" and not build.tuned
-    rng = np.random.default_rng(0)
-    for s in shapes:
-        x = rng.random((s.batch, 3, s.h, s.w), dtype=np.float32)
-        with torch.no_grad():
-            want = model(torch.from_numpy(x), s.path).numpy()
-        np.testing.assert_allclose(build.forward(x, s.path), want, atol=TOL)
+    assert_matches_torch(build, model, shapes)
 
 
 def test_every_kernel_is_scheduled_and_convs_keep_accumulators_local():
@@ -80,7 +85,4 @@ def test_manual_build_for_a_cpu_without_avx512_matches_torch():
     model = dynamic_model(16)
     shape = C.StaticShape(0, 6, 9, 2)
     build = C.CompiledDynamicSR(model, [shape], manual=True, target=C.cpu_target(mcpu=None))  # 8-lane vectors
-    x = np.random.default_rng(1).random((2, 3, 6, 9), dtype=np.float32)
-    with torch.no_grad():
-        want = model(torch.from_numpy(x), 0).numpy()
-    np.testing.assert_allclose(build.forward(x, 0), want, atol=TOL)
+    assert_matches_torch(build, model, [shape], seed=1)

@@ -12,7 +12,7 @@ from dydca_lib.compiler import winograd as W
 import tvm  # noqa: E402  (after dydca_lib.compiler, which sets TVM_NUM_THREADS)
 from tvm import te  # noqa: E402
 
-from .test_schedules import dynamic_model
+from .test_schedules import assert_matches_torch, dynamic_model
 
 TOL = 1e-4
 
@@ -60,12 +60,7 @@ def test_winograd_build_matches_torch_and_fuses_the_epilogue():
     kernels = [k for ks in build.report.kernels for k in ks]
     assert any("winograd" in k and "relu" in k for k in kernels)  # bias + ReLU in the Winograd store
     assert any("winograd" in k and "multiply" in k for k in kernels)  # the residual too
-    rng = np.random.default_rng(0)
-    for s in shapes:
-        x = rng.random((s.batch, 3, s.h, s.w), dtype=np.float32)
-        with torch.no_grad():
-            want = model(torch.from_numpy(x), s.path).numpy()
-        np.testing.assert_allclose(build.forward(x, s.path), want, atol=TOL)
+    assert_matches_torch(build, model, shapes)
 
 
 def test_winograd_build_for_a_cpu_without_avx512_matches_torch():
@@ -73,10 +68,7 @@ def test_winograd_build_for_a_cpu_without_avx512_matches_torch():
     shape = C.StaticShape(0, 6, 9, 2)
     build = C.CompiledDynamicSR(model, [shape], manual=True, winograd=True, target=C.cpu_target(mcpu=None))
     assert any("winograd" in k for k in build.report.kernels.iloc[0])
-    x = np.random.default_rng(1).random((2, 3, 6, 9), dtype=np.float32)
-    with torch.no_grad():
-        want = model(torch.from_numpy(x), 0).numpy()
-    np.testing.assert_allclose(build.forward(x, 0), want, atol=TOL)
+    assert_matches_torch(build, model, [shape], seed=1)
 
 
 def test_winograd_needs_the_hand_written_schedules():
