@@ -11,14 +11,12 @@ built, and why.
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import numpy as np
 import pandas as pd
 
 from ..client.bundle import PRECISION_CPU_FLAGS, RUNTIMES, precision_of, unsupported_reason
 from ..evaluate import PRECISION_TOLERANCE_DB, evaluate
+from .timing import throughput
 
 # (runtime family, precision) pairs with no runtime here, and why (the rest are RUNTIMES)
 NOT_BUILT = {
@@ -26,9 +24,12 @@ NOT_BUILT = {
                        "torchao, which this project does not install; ONNX Runtime is the int8 peer",
     ("onnxruntime", "bf16"): "ONNX Runtime's CPU provider has no bf16 Conv kernel (it would insert casts and run fp32)",
     ("onnxruntime", "fp16"): "MLAS has fp16 convolutions on ARM64 only; on x86 the CPU provider runs fp16 graphs in fp32",
-    ("tvm", "bf16"): "not built: TVM 0.27 ships no x86 bf16 dot-product intrinsic and LLVM does not form "
-                     "vdpbf16ps (AVX512-BF16: 2x the fp32 FMA rate) from TIR loops; without AMX, int8 "
-                     "vpdpbusd (4x) is the faster reduced precision, built as tvm_int8",
+    ("tvm", "bf16"): "not built: TVM 0.27 ships no x86 bf16 dot-product intrinsic, LLVM does not form "
+                     "vdpbf16ps (AVX512-BF16: 2x the fp32 FMA rate) from TIR loops, and a tensor intrinsic "
+                     "cannot call it: the default TIR pipeline legalizes every bf16 value to fp32 compute / "
+                     "u16 storage before codegen (BF16ComputeLegalize, BF16StorageLegalize), and the "
+                     "intrinsic takes <32 x bfloat>; without AMX, int8 vpdpbusd (4x) is the faster reduced "
+                     "precision, built as tvm_int8",
 }
 
 
@@ -64,13 +65,7 @@ def matmul_peaks(n: int = 2048, repeats: int = 5, threads: int = 1, flags=None) 
     work = 2.0 * n ** 3
 
     def timed(fn):
-        fn()
-        secs = []
-        for _ in range(int(repeats)):
-            t0 = time.perf_counter()
-            fn()
-            secs.append(time.perf_counter() - t0)
-        return {"peak_gflops": work / min(secs) / 1e9, "median_gflops": work / statistics.median(secs) / 1e9}
+        return throughput(fn, work, repeats)
 
     out = {}
     a, b = torch.rand(n, n, generator=g), torch.rand(n, n, generator=g)

@@ -36,15 +36,20 @@ def sgemm_peak(n: int = 2048, repeats: int = 5, threads: int | None = None) -> d
         torch.set_num_threads(int(threads))
     g = torch.Generator().manual_seed(0)
     a, b = torch.rand(n, n, generator=g), torch.rand(n, n, generator=g)
-    torch.mm(a, b)
+    return {"n": n, **throughput(lambda: torch.mm(a, b), 2.0 * n ** 3, repeats),
+            "repeats": int(repeats), "threads": torch.get_num_threads()}
+
+
+def throughput(fn, flop: float, repeats: int = 5) -> dict:
+    """``fn`` timed ``repeats`` times after one untimed warm-up: ``peak_gflops`` (best call) and
+    ``median_gflops`` for ``flop`` operations per call."""
+    fn()
     secs = []
     for _ in range(int(repeats)):
         t0 = time.perf_counter()
-        torch.mm(a, b)
+        fn()
         secs.append(time.perf_counter() - t0)
-    flop = 2.0 * n ** 3
-    return {"n": n, "peak_gflops": flop / min(secs) / 1e9, "median_gflops": flop / statistics.median(secs) / 1e9,
-            "repeats": int(repeats), "threads": torch.get_num_threads()}
+    return {"peak_gflops": flop / min(secs) / 1e9, "median_gflops": flop / statistics.median(secs) / 1e9}
 
 
 def frame_flops(units: dict, plan, context: int) -> float:
