@@ -68,6 +68,7 @@ def test_run_attempts_times_tvm_beside_the_peers_in_a_fresh_process(tiny):
     for col in ("tvm_ms", "ort_ms", "eager_ms"):
         assert row[col] > 0
     assert row.tvm_vs_ort == pytest.approx(row.ort_ms / row.tvm_ms)
+    assert row.tvm_vs_ort_all == pytest.approx(table.ort_ms.median() / row.tvm_ms)  # the peer over every process
     assert row.max_abs_diff_vs_torch < 1e-4
     fig = F.attempt_bars(table, "t")
     (ax,) = fig.axes
