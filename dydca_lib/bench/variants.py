@@ -1,7 +1,7 @@
 """Notebook 05's benchmarks of the compiled Dy-DCA model: latency, planned memory and kernels per variant,
 output agreement with PyTorch, a per-frame estimate, and the paper's headline ratios.
 
-The variants (:data:`VARIANTS`) are the same model run four ways, at one representative batch per
+The variants (:data:`VARIANTS`) are the same model run six ways, at one representative batch per
 (path, patch shape) — the largest batch bucket a frame uses:
 
 * ``torch`` — PyTorch eager on the path with weight norm folded, under ``torch.no_grad``;
