@@ -100,11 +100,10 @@ def lowered(att: Attempt, wdsr, shape, target=None):
     target = target or _target(att)
     mod, params = _static_module(wdsr, shape)
     if att.manual:
-        from ..compiler.schedules import schedule_module, to_nhwc
-        from ..compiler.winograd import legalize
+        from ..compiler.passes import hand_scheduled
+        from ..compiler.schedules import to_nhwc
 
-        mod = to_nhwc(mod, target)
-        return schedule_module(C.fuse(legalize(mod, target) if att.winograd else mod, target), target), params
+        return hand_scheduled(to_nhwc(mod, target), target, att.winograd), params
     if att.layout == "NHWC":
         with target:
             mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)

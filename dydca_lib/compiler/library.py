@@ -105,6 +105,11 @@ def _library_shapes(units: Mapping[int, WDSR], plans: Mapping, scale: int, conte
     return dyn, arch_of, archs, static_shapes(pd.concat(rows, ignore_index=True), context, max_batch)
 
 
+def _shape_key(shapes) -> list[list[int]]:
+    """The static shapes as they enter a library's cache key."""
+    return [list(map(int, (s.path, s.h, s.w, s.batch))) for s in shapes]
+
+
 def _cached(key_record: dict, cache_dir: Path, prefix: str) -> tuple[Path, Path, dict | None]:
     """The library and description files of ``key_record`` in ``cache_dir``, and the description
     when both exist (``cached`` set), else ``None``."""
@@ -142,7 +147,7 @@ def tvm_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: 
     db_hash = (_file_digest(sorted(db.glob("database_*.json*"))) if has_database(db) else "no-database") if tuned else "untuned"
     if manual:
         db_hash = "manual-" + _file_digest([Path(__file__).with_name(f) for f in ("schedules.py", "winograd.py")])
-    key_record = {"archs": archs, "shapes": [list(map(int, (s.path, s.h, s.w, s.batch))) for s in shapes],
+    key_record = {"archs": archs, "shapes": _shape_key(shapes),
                   "target": str(target), "tvm": tvm.__version__, "db": db_hash, "tuned": bool(tuned), "v": 1}
     if manual:
         key_record["kernels"] = "winograd" if winograd else "manual"
@@ -185,7 +190,7 @@ def int8_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context:
     target = as_target(target) if target is not None else int8.int8_target()
     dyn, arch_of, archs, shapes = _library_shapes(units, plans, scale, context, max_batch)
     code = _file_digest([Path(__file__).with_name(n) for n in ("int8.py", "schedules.py")])
-    key_record = {"archs": archs, "shapes": [list(map(int, (s.path, s.h, s.w, s.batch))) for s in shapes],
+    key_record = {"archs": archs, "shapes": _shape_key(shapes),
                   "target": str(target), "tvm": tvm.__version__, "kernels": "int8", "code": code, "v": 2}
     so, meta_file, meta = _cached(key_record, cache_dir, "tvm-int8")
     if meta is None:

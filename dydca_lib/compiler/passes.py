@@ -213,6 +213,13 @@ class StaticProgram:
     report: pd.DataFrame
 
 
+def hand_scheduled(nhwc_mod: "tvm.IRModule", target=None, winograd: bool = False) -> "tvm.IRModule":
+    """A module after :func:`~.schedules.to_nhwc`, fused with every kernel under the hand-written
+    schedules of :mod:`.schedules` (``winograd``: the 3x3 body convolutions by :mod:`.winograd`)."""
+    mod = winograd_legalize(nhwc_mod, target) if winograd else nhwc_mod
+    return schedule_module(fuse(mod, target), target)
+
+
 def optimize(static_mod: "tvm.IRModule", target=None, database: str | Path | None = None,
              manual: bool = False, winograd: bool = False) -> StaticProgram:
     """Fuse, optionally apply a tuning database, and plan memory; report per function.
@@ -234,9 +241,7 @@ def optimize(static_mod: "tvm.IRModule", target=None, database: str | Path | Non
     if manual:
         static_mod = to_nhwc(static_mod, target)
     unfused = kernel_calls(legalize(static_mod, target))
-    fused = fuse(winograd_legalize(static_mod, target) if winograd else static_mod, target)
-    if manual:
-        fused = schedule_module(fused, target)
+    fused = hand_scheduled(static_mod, target, winograd) if manual else fuse(static_mod, target)
     if database is not None:
         fused = apply_database(fused, target, database)
     planned = plan_memory(fused, target)
