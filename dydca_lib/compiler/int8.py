@@ -1,19 +1,24 @@
-"""int8 WDSR paths compiled by TVM: the residual body's convolutions on AVX-512 VNNI, the rest fp32.
+"""int8 WDSR paths compiled by TVM: the trunk's convolutions (head, residual body, tail) on AVX-512
+VNNI, the 5x5 skip conv fp32.
 
 A WDSR path spends ~97 % of its multiply-adds in the body (2 x ``n_blocks`` 3x3 convs, ``n_feats``
-<-> ``n_feats x expansion`` channels). Those run as u8 x i8 -> i32 dot products with ``vpdpbusd``
-(64 multiply-adds per instruction, 4x an fp32 FMA) inside the same register-blocked NHWC schedule
-as the fp32 kernels (:mod:`.schedules`): the activation is quantized while the zero border is
-padded (per row band), the i32 tile stays in zmm accumulators, and the store dequantizes
-(per-output-channel scale), adds the bias, applies ReLU or the fp32 residual. The head (3 input
-channels), tail (``3 x scale^2`` outputs), 5x5 skip conv, the sum and the pixel shuffle stay fp32,
-as in the ONNX Runtime int8 client (activations that carry the picture stay exact).
+<-> ``n_feats x expansion`` channels) and most of the rest in the head and tail 3x3 convs. All of
+them run as u8 x i8 -> i32 dot products with ``vpdpbusd`` (64 multiply-adds per instruction, 4x an
+fp32 FMA) inside the same register-blocked NHWC schedule as the fp32 kernels (:mod:`.schedules`):
+the activation is quantized while the zero border is padded (each input row once, in parallel), the
+i32 tile stays in zmm accumulators, and the store dequantizes (per-output-channel scale), adds the bias, applies ReLU
+or adds the residual (the body) or the skip branch (the tail). Channel counts the tile does not
+divide are padded with zero weights: the head's 3 input channels to 4, the tail's ``3 x scale^2``
+outputs to 16 (only the real ones are stored). The 5x5 skip conv (~1 % of the multiply-adds; it
+carries the picture), the sum's other operand, and the pixel shuffle stay fp32 — the same split as
+the ONNX Runtime int8 client (:func:`dydca_lib.client.bundle.export_onnx_int8`) and PyTorch's bf16
+trunk (:class:`dydca_lib.models.ReducedTrunk`).
 
 Quantization (static, computed on the server, shipped with the weights): weights symmetric int8
-per output channel; each body conv's input asymmetric uint8 per tensor (scale and zero point) from
-the min/max over calibration patches cut from the training frames (the same MinMax calibration as
-:func:`dydca_lib.client.bundle.export_onnx_int8`). ``vpdpbusd`` needs unsigned activations, so the
-zero point's share of every sum is subtracted once per output channel (``comp``).
+per output channel; each quantized conv's input asymmetric uint8 per tensor (scale and zero point)
+from the min/max over calibration patches cut from the training frames (the same MinMax
+calibration as the ONNX Runtime client). ``vpdpbusd`` needs unsigned activations, so the zero
+point's share of every sum is subtracted once per output channel (``comp``).
 
 The relax functions are built directly from the WDSR structure (:func:`int8_module`), one per
 static shape, taking the quantized parameters of :func:`quantize_unit` as inputs (so the units of
@@ -81,8 +86,13 @@ def body_convs(n_blocks: int) -> list[str]:
     return [f"body.{i}.body.{j}" for i in range(n_blocks) for j in (0, 2)]
 
 
+def int8_convs(n_blocks: int) -> list[str]:
+    """State-dict prefixes of every int8 conv, in order: the head, the body convs, the tail."""
+    return ["head", *body_convs(n_blocks), "tail"]
+
+
 def activation_ranges(wdsr, batches) -> dict[str, tuple[float, float]]:
-    """Min and max of every body conv's input over ``batches`` (uint8 NHWC LR patches), fp32 model."""
+    """Min and max of every int8 conv's input over ``batches`` (uint8 NHWC LR patches), fp32 model."""
     from ..models import fold_weight_norm
 
     return _ranges(fold_weight_norm(wdsr).eval(), batches)
@@ -96,7 +106,7 @@ def _ranges(plain, batches) -> dict[str, tuple[float, float]]:
 
     ranges: dict[str, list[float]] = {}
     hooks = []
-    for name in body_convs(plain.config["n_blocks"]):
+    for name in int8_convs(plain.config["n_blocks"]):
         def hook(_, inputs, output, name=name):
             x = inputs[0]
             lo, hi = float(x.min()), float(x.max())
@@ -112,7 +122,7 @@ def _ranges(plain, batches) -> dict[str, tuple[float, float]]:
     finally:
         for h in hooks:
             h.remove()
-    if len(ranges) != len(body_convs(plain.config["n_blocks"])):
+    if len(ranges) != len(int8_convs(plain.config["n_blocks"])):
         raise CompileError("no calibration batches: the activation ranges need at least one")
     return {k: (v[0], v[1]) for k, v in ranges.items()}
 
@@ -125,9 +135,10 @@ def _activation_qparams(lo: float, hi: float) -> tuple[float, int]:
 
 def quantize_unit(wdsr, batches) -> list[np.ndarray]:
     """The parameters the int8 functions take for one WDSR path, in their order (:func:`param_names`):
-    fp32 head/tail/skip weights (HWIO) and biases, and per body conv the packed int8 weights
-    ``(kh, kw, C/4, F/16, 16, 4)``, the zero-point compensation (i32, per output channel), the
-    dequantization scale (f32, per output channel), the bias and ``[1/input scale, zero point]``."""
+    per int8 conv (:func:`int8_convs`) the packed int8 weights ``(kh, kw, C/4, F/16, 16, 4)`` (C and F
+    padded up with zero weights), the zero-point compensation (i32, per real output channel), the
+    dequantization scale (f32, per output channel), the bias and ``[1/input scale, zero point]``;
+    then the fp32 skip weights (HWIO) and bias."""
     from ..models import fold_weight_norm
 
     plain = fold_weight_norm(wdsr).eval()
@@ -135,18 +146,21 @@ def quantize_unit(wdsr, batches) -> list[np.ndarray]:
     sd = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in plain.state_dict().items()}
     ranges = _ranges(plain, batches)
     hwio = lambda w: np.ascontiguousarray(w.transpose(2, 3, 1, 0))  # noqa: E731  OIHW -> HWIO
-    out = [hwio(sd["head.weight"]), sd["head.bias"]]
-    for name in body_convs(plain.config["n_blocks"]):
+    out = []
+    for name in int8_convs(plain.config["n_blocks"]):
         w = hwio(sd[f"{name}.weight"])  # (kh, kw, C, F)
         kh, kw, c, f = w.shape
         w_scale = np.maximum(np.abs(w).reshape(-1, f).max(0), 1e-12) / 127.0
         wq = np.clip(np.round(w / w_scale), -127, 127).astype(np.int8)
         s_in, zp = _activation_qparams(*ranges[name])
-        packed = np.ascontiguousarray(wq.reshape(kh, kw, c // 4, 4, f // 16, 16).transpose(0, 1, 2, 4, 5, 3))
+        cp, fp = -(-c // 4) * 4, -(-f // 16) * 16
+        padded = np.zeros((kh, kw, cp, fp), np.int8)
+        padded[:, :, :c, :f] = wq
+        packed = np.ascontiguousarray(padded.reshape(kh, kw, cp // 4, 4, fp // 16, 16).transpose(0, 1, 2, 4, 5, 3))
         comp = (zp * wq.astype(np.int64).reshape(-1, f).sum(0)).astype(np.int32)
         out += [packed, comp, (s_in * w_scale).astype(np.float32), sd[f"{name}.bias"],
                 np.array([1.0 / s_in, zp], dtype=np.float32)]
-    out += [hwio(sd["tail.weight"]), sd["tail.bias"], hwio(sd["skip.weight"]), sd["skip.bias"]]
+    out += [hwio(sd["skip.weight"]), sd["skip.bias"]]
     return out
 
 
@@ -159,10 +173,10 @@ def check_architecture(config: dict) -> None:
 
 
 def param_names(n_blocks: int) -> list[str]:
-    names = ["head.w", "head.b"]
-    for name in body_convs(n_blocks):
+    names = []
+    for name in int8_convs(n_blocks):
         names += [f"{name}.wq", f"{name}.comp", f"{name}.scale", f"{name}.b", f"{name}.aq"]
-    return names + ["tail.w", "tail.b", "skip.w", "skip.b"]
+    return names + ["skip.w", "skip.b"]
 
 
 # ---------------------------------------------------------------- TE computations (NHWC)
@@ -175,41 +189,48 @@ def _pad(x, k):
         tirx.all(y >= p, y < h + p, xx >= p, xx < w + p), x[b, y - p, xx - p, ch], tirx.const(0.0, x.dtype)), name="pad")
 
 
-def conv_fp32(x, w, b, extra=None):
-    """Same-padded NHWC conv, HWIO weights, + bias (+ ``extra``, an NHWC tensor of the output's shape)."""
+def conv_fp32(x, w, b):
+    """Same-padded NHWC conv, HWIO weights, + bias (the skip conv)."""
     kh, kw, c, f = (int(v) for v in w.shape)
     n, h, wd, _ = (int(v) for v in x.shape)
     pad = _pad(x, kh)
     ry, rx, rc = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx"), te.reduce_axis((0, c), "rc")
     acc = te.compute((n, h, wd, f), lambda i, y, xx, o: te.sum(pad[i, y + ry, xx + rx, rc] * w[ry, rx, rc, o],
                                                                axis=[ry, rx, rc]), name="conv")
-    if extra is None:
-        return te.compute(acc.shape, lambda i, y, xx, o: acc[i, y, xx, o] + b[o], name="bias")
-    return te.compute(acc.shape, lambda i, y, xx, o: acc[i, y, xx, o] + b[o] + extra[i, y, xx, o], name="bias_add")
+    return te.compute(acc.shape, lambda i, y, xx, o: acc[i, y, xx, o] + b[o], name="bias")
 
 
 def conv_int8(x, wq, comp, scale, b, aq, relu=False, residual=None, res_scale=1.0):
     """Same-padded NHWC conv of fp32 ``x`` quantized to uint8 (``aq = [1/scale, zero point]``) with
-    packed int8 weights ``(kh, kw, C/4, F/16, 16, 4)``, i32 accumulation, fp32 output
-    ``(acc - comp) * scale + b`` then ReLU, or ``residual + res_scale * that``."""
+    packed int8 weights ``(kh, kw, C/4, F/16, 16, 4)`` (``x``'s channels and ``b``'s outputs padded
+    up to them), i32 accumulation, fp32 output ``(acc - comp) * scale + b`` then ReLU, or
+    ``residual + res_scale * that``; the output has ``b``'s channel count."""
     kh, kw, c4, f16, _, _ = (int(v) for v in wq.shape)
     n, h, wd, c = (int(v) for v in x.shape)
-    if c != 4 * c4:
+    f = int(b.shape[0])
+    if not 4 * (c4 - 1) < c <= 4 * c4:
         raise CompileError(f"input has {c} channels, the packed weights {4 * c4}")
+    if not 16 * (f16 - 1) < f <= 16 * f16:
+        raise CompileError(f"{f} output channels, the packed weights {16 * f16}")
 
     def quant(v):
         q = te.round(v * aq[0]) + aq[1]
         return te.max(te.min(q, tirx.const(255.0, "float32")), tirx.const(0.0, "float32")).astype("uint8")
 
     # the i32 tile must not be cut by a predicate (tensorize refuses it): the accumulation runs over
-    # a width rounded up to whole tiles, on zero-point padding, and the store keeps the real width
+    # a width rounded up to whole tiles, on zero-point padding, and the store keeps the real width;
+    # padded input channels read the last real one (a vector never reads past the row) and are
+    # replaced by the zero point, against zero weights
     tile = width_tile(wd, f16)
     wide = -(-wd // tile) * tile
-    pad = te.compute((n, h + kh - 1, wide + kw - 1, c),
-                     lambda i, y, xx, ch: tirx.if_then_else(
-                         tirx.all(y >= kh // 2, y < h + kh // 2, xx >= kw // 2, xx < wd + kw // 2),
-                         quant(x[i, y - kh // 2, xx - kw // 2, ch]), aq[1].astype("uint8")), name="qpad")
-    ry, rx, rc = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx"), te.reduce_axis((0, c), "rc")
+    def padded(i, y, xx, ch):
+        inside = [y >= kh // 2, y < h + kh // 2, xx >= kw // 2, xx < wd + kw // 2]
+        if c < 4 * c4:
+            inside, ch = inside + [ch < c], te.min(ch, c - 1)
+        return tirx.if_then_else(tirx.all(*inside), quant(x[i, y - kh // 2, xx - kw // 2, ch]), aq[1].astype("uint8"))
+
+    pad = te.compute((n, h + kh - 1, wide + kw - 1, 4 * c4), padded, name="qpad")
+    ry, rx, rc = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx"), te.reduce_axis((0, 4 * c4), "rc")
     acc = te.compute((n, h, wide, f16 * 16), lambda i, y, xx, o: te.sum(
         pad[i, y + ry, xx + rx, rc].astype("int32") * wq[ry, rx, rc // 4, o // 16, o % 16, rc % 4].astype("int32"),
         axis=[ry, rx, rc]), name="qconv")
@@ -222,7 +243,7 @@ def conv_int8(x, wq, comp, scale, b, aq, relu=False, residual=None, res_scale=1.
             return residual[i, y, xx, o] + v * tirx.const(res_scale, "float32")
         return v
 
-    return te.compute((n, h, wd, f16 * 16), deq, name="dequant")
+    return te.compute((n, h, wd, f), deq, name="dequant")
 
 
 def _input_from_uint8(x, mean):
@@ -251,28 +272,26 @@ def _relax_function(bb, config: dict, shape: StaticShape):
     res_scale = float(config.get("res_scale", 1.0))
     out_ch = colors * scale * scale
     f32 = lambda *s: relax.TensorType(s, "float32")  # noqa: E731
-    sinfo = {"head.w": f32(3, 3, colors, feats), "head.b": f32(feats),
-             "tail.w": f32(3, 3, feats, out_ch), "tail.b": f32(out_ch), "skip.w": f32(5, 5, colors, out_ch),
-             "skip.b": f32(out_ch)}
-    for i, name in enumerate(body_convs(n_blocks)):
-        c, f = (feats, feats * exp) if i % 2 == 0 else (feats * exp, feats)
-        sinfo.update({f"{name}.wq": relax.TensorType((3, 3, c // 4, f // 16, 16, 4), "int8"),
+    sinfo = {"skip.w": f32(5, 5, colors, out_ch), "skip.b": f32(out_ch)}
+    for i, name in enumerate(int8_convs(n_blocks)):
+        c, f = ((colors, feats) if name == "head" else (feats, out_ch) if name == "tail"
+                else (feats, feats * exp) if i % 2 == 1 else (feats * exp, feats))
+        sinfo.update({f"{name}.wq": relax.TensorType((3, 3, -(-c // 4), -(-f // 16), 16, 4), "int8"),
                       f"{name}.comp": relax.TensorType((f,), "int32"), f"{name}.scale": f32(f),
                       f"{name}.b": f32(f), f"{name}.aq": f32(2)})
     x = relax.Var("x", relax.TensorType((shape.batch, shape.h, shape.w, colors), "uint8"))
     params = {k: relax.Var(k.replace(".", "_"), sinfo[k]) for k in param_names(n_blocks)}
+    q = lambda name: [params[f"{name}.{k}"] for k in ("wq", "comp", "scale", "b", "aq")]  # noqa: E731
     with bb.function(shape.name, [x, *params.values()], attrs={"num_input": 1}):
         with bb.dataflow():
             xin = bb.emit_te(_input_from_uint8, x, mean, primfunc_name_hint="from_uint8")
-            h = bb.emit_te(conv_fp32, xin, params["head.w"], params["head.b"], primfunc_name_hint="conv_head")
+            h = bb.emit_te(conv_int8, xin, *q("head"), primfunc_name_hint="qconv_head")
             for i in range(n_blocks):
                 a, b = (f"body.{i}.body.{j}" for j in (0, 2))
-                t = bb.emit_te(conv_int8, h, *(params[f"{a}.{k}"] for k in ("wq", "comp", "scale", "b", "aq")),
-                               relu=True, primfunc_name_hint="qconv_relu")
-                h = bb.emit_te(conv_int8, t, *(params[f"{b}.{k}"] for k in ("wq", "comp", "scale", "b", "aq")),
-                               residual=h, res_scale=res_scale, primfunc_name_hint="qconv_residual")
+                t = bb.emit_te(conv_int8, h, *q(a), relu=True, primfunc_name_hint="qconv_relu")
+                h = bb.emit_te(conv_int8, t, *q(b), residual=h, res_scale=res_scale, primfunc_name_hint="qconv_residual")
             skip = bb.emit_te(conv_fp32, xin, params["skip.w"], params["skip.b"], primfunc_name_hint="conv_skip")
-            y = bb.emit_te(conv_fp32, h, params["tail.w"], params["tail.b"], skip, primfunc_name_hint="conv_tail")
+            y = bb.emit_te(conv_int8, h, *q("tail"), residual=skip, primfunc_name_hint="qconv_tail")
             out = bb.emit_output(bb.emit_te(_shuffle_to_uint8, y, scale, mean, primfunc_name_hint="to_uint8"))
         bb.emit_func_output(out)
 
@@ -295,7 +314,9 @@ def int8_module(config: dict, shapes, more: list[tuple[dict, list]] | None = Non
 
 def schedule_conv_int8(sch, block, accumulators: int = ACCUMULATORS) -> None:
     """:func:`.schedules.schedule_conv_nhwc`'s structure for the u8 x i8 -> i32 conv block: the
-    innermost (16 output channels x 4 input channels) tensorized to ``vpdpbusd``."""
+    innermost (16 output channels x 4 input channels) tensorized to ``vpdpbusd``; the quantizing pad
+    is its own parallel loop over input rows, written once as uint8 (~1/4 of the fp32 bytes)
+    rather than recomputed per output row."""
     n, y, x, f, ry, rx, rc = sch.get_loops(block)
     width, channels = int(sch.get(x).extent), int(sch.get(f).extent)
     tw = width_tile(width, channels // 16, accumulators)
@@ -312,8 +333,9 @@ def schedule_conv_int8(sch, block, accumulators: int = ACCUMULATORS) -> None:
     for c in store:
         sch.reverse_compute_at(c, xo)  # its own loop over the tile, predicated at the right edge
     sch.compute_inline(acc)  # the store reads the register tile directly
-    for p in pads:
-        sch.compute_at(p, ny)
+    for p in pads:  # quantized once per input row (a row band per output row would quantize each row 3x)
+        pn, py, *_ = sch.get_loops(p)
+        sch.parallel(sch.fuse(pn, py))
         vector_loop(sch, sch.get_loops(p)[-1])
     sch.unroll(fo)
     sch.unroll(xi)

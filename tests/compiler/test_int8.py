@@ -39,7 +39,11 @@ def test_quantized_parameters_in_order_and_unpack_to_the_weights():
     by_name = dict(zip(names, params))
     assert by_name["body.0.body.0.wq"].dtype == np.int8 and by_name["body.0.body.0.wq"].shape == (3, 3, 4, 2, 16, 4)
     assert by_name["body.0.body.2.wq"].shape == (3, 3, 8, 1, 16, 4)
-    assert by_name["body.1.body.0.comp"].dtype == np.int32 and by_name["head.w"].shape == (3, 3, 3, 16)
+    assert by_name["body.1.body.0.comp"].dtype == np.int32 and by_name["skip.w"].shape == (5, 5, 3, 12)
+    # the head's 3 input channels and the tail's 12 outputs are padded to whole VNNI groups with zero weights
+    assert by_name["head.wq"].shape == (3, 3, 1, 1, 16, 4) and not by_name["head.wq"][:, :, :, :, :, 3].any()
+    assert by_name["tail.wq"].shape == (3, 3, 4, 1, 16, 4) and not by_name["tail.wq"][:, :, :, :, 12:].any()
+    assert by_name["tail.comp"].shape == by_name["tail.scale"].shape == by_name["tail.b"].shape == (12,)
     inv_scale, zp = by_name["body.0.body.2.aq"]
     assert zp == 0 and inv_scale > 0  # the second conv of a block reads a ReLU output: no negative range
     # unpack: (kh, kw, C/4, F/16, 16, 4) -> HWIO; dequantized it is the folded weight within half a step
@@ -47,6 +51,10 @@ def test_quantized_parameters_in_order_and_unpack_to_the_weights():
     w_scale = by_name["body.0.body.0.scale"] * by_name["body.0.body.0.aq"][0]  # (s_in * s_w) / s_in
     want = fold_weight_norm(w).body[0].body[0].weight.detach().numpy().transpose(2, 3, 1, 0)
     assert np.abs(wq * w_scale - want).max() <= 0.5 * w_scale.max() + 1e-7
+    tq = by_name["tail.wq"].transpose(0, 1, 2, 5, 3, 4).reshape(3, 3, 16, 16)[..., :12].astype(np.float32)
+    t_scale = by_name["tail.scale"] * by_name["tail.aq"][0]
+    want = fold_weight_norm(w).tail.weight.detach().numpy().transpose(2, 3, 1, 0)
+    assert np.abs(tq * t_scale - want).max() <= 0.5 * t_scale.max() + 1e-7
 
 
 def test_architecture_and_calibration_errors():
@@ -81,3 +89,7 @@ def test_int8_kernels_are_vnni_dot_products_on_register_tiles():
     hot = S.hot_loop(mod[name], Q.int8_target(), op="vpdpbusd")
     assert hot["fma"] == hot["fma_zmm"] > 0 and hot["accumulators"] >= 16  # a tile of zmm accumulators
     assert hot["fma_per_load"] >= 2
+    for conv in ("qconv_head", "qconv_tail"):  # padded channels, still whole VNNI tiles
+        name = next(gv.name_hint for gv, _ in mod.functions_items() if gv.name_hint.startswith(conv))
+        hot = S.hot_loop(mod[name], Q.int8_target(), op="vpdpbusd")
+        assert hot["fma"] == hot["fma_zmm"] >= 4 and hot["accumulators"] >= 8, (conv, hot)
