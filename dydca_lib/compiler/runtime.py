@@ -35,7 +35,7 @@ class CompiledDynamicSR:
       the hand-written register-blocked schedule (:mod:`.schedules`, no database) — with
       ``winograd`` too, the 3x3 body convolutions by Winograd F(4x4, 3x3) (:mod:`.winograd`) — all in
       one executable. ``kernels`` says which: ``"tuned"``, ``"manual"``, ``"winograd"`` or ``"untuned"``. A request of ``n``
-      patches runs as :func:`split_batch` calls, the last one padded up to its bucket.
+      patches runs as :func:`split_batch` calls (a few smaller ones for the rest, padded only where that is cheaper).
     * ``"symbolic"`` (the naive baseline): one symbolic executable per path, bounds = the largest
       shape and batch of that path, unfused and untuned; any shape within the bounds runs, in
       calls of at most the largest batch.

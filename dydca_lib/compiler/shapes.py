@@ -42,9 +42,9 @@ def function_name(path: int, h: int, w: int, batch: int) -> str:
 def batch_buckets(max_batch: int = DEFAULT_MAX_BATCH) -> list[int]:
     """The batch sizes we compile: powers of two up to ``max_batch`` (which must be one).
 
-    Our choice: a request of ``n`` patches runs as ``n // max_batch`` calls of ``max_batch`` plus
-    one call for the rest padded up to the next power of two, so padding wastes under 2x on the
-    last call only, and a shape needs at most ``log2(max_batch) + 1`` functions (each one more
+    Our choice: a request of ``n`` patches runs as ``n // max_batch`` calls of ``max_batch``, and
+    the rest as a few smaller calls (:func:`split_batch`: 13 = 8 + 4 + 1), so a static shape
+    wastes little on padding and needs at most ``log2(max_batch) + 1`` functions (each one more
     set of kernels to compile and tune).
     """
     max_batch = int(max_batch)
@@ -53,20 +53,33 @@ def batch_buckets(max_batch: int = DEFAULT_MAX_BATCH) -> list[int]:
     return [1 << i for i in range(max_batch.bit_length())]
 
 
-def split_batch(n: int, buckets: Iterable[int]) -> list[tuple[int, int]]:
+CALL_COST_PATCHES = 0.5  # one call's fixed cost (the VM dispatching ~14 kernels) in patches of compute
+
+
+def split_batch(n: int, buckets: Iterable[int], call_cost: float = CALL_COST_PATCHES) -> list[tuple[int, int]]:
     """How to run ``n`` patches on compiled batch sizes: ``[(patches, bucket), ...]``.
 
-    Full calls of the largest bucket, then the rest in the smallest bucket that holds it (padded).
+    Full calls of the largest bucket, then the rest split over the compiled buckets so that the
+    patches computed (padding included) plus ``call_cost`` per call is least: with every power of
+    two compiled, 13 runs as 8 + 4 + 1 (no padding), 7 as one padded call of 8 (one padded patch
+    costs about as much as two more calls); with only ``[8]``, 3 runs padded to 8.
     """
     buckets = sorted(set(int(b) for b in buckets))
     if not buckets:
         raise CompileError("no compiled batch sizes")
     n, top = int(n), buckets[-1]
-    out = [(top, top)] * (n // top)
-    rest = n % top
-    if rest:
-        out.append((rest, next(b for b in buckets if b >= rest)))
-    return out
+    plans: dict[int, list[tuple[int, int]]] = {0: []}
+
+    def cost(plan):
+        return sum(b for _, b in plan) + call_cost * len(plan), len(plan)
+
+    for r in range(1, n % top + 1):  # the best plan for every rest up to this one
+        options = [[(r, next(b for b in buckets if b >= r))]]
+        below = [b for b in buckets if b <= r]
+        if below:
+            options.append([(below[-1], below[-1])] + plans[r - below[-1]])
+        plans[r] = min(options, key=cost)
+    return [(top, top)] * (n // top) + plans[n % top]
 
 
 def static_shapes(manifest: "pandas.DataFrame", context: int = 0, max_batch: int = DEFAULT_MAX_BATCH) -> list[StaticShape]:
@@ -76,7 +89,7 @@ def static_shapes(manifest: "pandas.DataFrame", context: int = 0, max_batch: int
     path 0). Patches are batched per (frame, shape, path) as
     :func:`dydca_lib.evaluate.super_resolve_patches` does, and each group size is split with
     :func:`split_batch` over ``batch_buckets(max_batch)`` capped at the largest group, so only the
-    buckets some frame uses are compiled; the largest kept bucket serves any other count.
+    buckets some frame uses are compiled; any other count still runs (padded where a bucket is missing).
     ``context`` adds ``2 * context`` to each side as the patches are cut with context.
     """
     if manifest.empty:

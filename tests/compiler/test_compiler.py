@@ -71,10 +71,16 @@ def test_batch_buckets_and_split():
     assert C.batch_buckets(1) == [1]
     with pytest.raises(C.CompileError, match="power of two"):
         C.batch_buckets(12)
-    assert C.split_batch(37, [1, 2, 4, 8, 16]) == [(16, 16), (16, 16), (5, 8)]
+    assert C.split_batch(37, [1, 2, 4, 8, 16]) == [(16, 16), (16, 16), (4, 4), (1, 1)]  # no padding
+    assert C.split_batch(25, [8, 16]) == [(16, 16), (9, 16)]  # 8 + (1 padded to 8) costs one call more
+    assert C.split_batch(7, [1, 2, 4, 8, 16]) == [(7, 8)]  # one padded patch is cheaper than two more calls
+    assert C.split_batch(7, [1, 2, 4, 8, 16], call_cost=0.0) == [(4, 4), (2, 2), (1, 1)]
     assert C.split_batch(4, [4, 8]) == [(4, 4)]
     assert C.split_batch(3, [8]) == [(3, 8)]
     assert C.split_batch(0, [8]) == []
+    for n in range(40):  # every patch runs exactly once, in calls no larger than their bucket
+        plan = C.split_batch(n, [2, 4, 16])
+        assert sum(k for k, _ in plan) == n and all(0 < k <= b for k, b in plan)
 
 
 def test_static_shapes_from_manifest():

@@ -43,7 +43,7 @@ def test_static_module_needs_a_network_per_path():
 def test_shapes_import_without_tvm():
     code = ("import sys\nfrom dydca_lib.compiler.shapes import split_batch, static_shapes\n"
             "assert 'tvm' not in sys.modules, sorted(m for m in sys.modules if m.startswith('tvm'))\n"
-            "assert split_batch(19, [1, 2, 4, 8, 16]) == [(16, 16), (3, 4)]\n")
+            "assert split_batch(19, [1, 2, 4, 8, 16]) == [(16, 16), (2, 2), (1, 1)]\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
