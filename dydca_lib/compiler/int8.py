@@ -200,11 +200,19 @@ def conv_fp32(x, w, b):
     return te.compute(acc.shape, lambda i, y, xx, o: acc[i, y, xx, o] + b[o], name="bias")
 
 
-def conv_int8(x, wq, comp, scale, b, aq, relu=False, residual=None, res_scale=1.0):
-    """Same-padded NHWC conv of fp32 ``x`` quantized to uint8 (``aq = [1/scale, zero point]``) with
-    packed int8 weights ``(kh, kw, C/4, F/16, 16, 4)`` (``x``'s channels and ``b``'s outputs padded
-    up to them), i32 accumulation, fp32 output ``(acc - comp) * scale + b`` then ReLU, or
-    ``residual + res_scale * that``; the output has ``b``'s channel count."""
+def _quantize(v, aq):
+    """fp32 ``v`` -> uint8 with ``aq = [1/scale, zero point]`` (round half to even, clamped)."""
+    q = te.round(v * aq[0]) + aq[1]
+    return te.max(te.min(q, tirx.const(255.0, "float32")), tirx.const(0.0, "float32")).astype("uint8")
+
+
+def conv_int8(x, wq, comp, scale, b, aq, relu=False, residual=None, res_scale=1.0, out_aq=None):
+    """Same-padded NHWC conv of ``x`` — fp32, quantized to uint8 with ``aq = [1/scale, zero point]``,
+    or uint8 already quantized with ``aq`` — with packed int8 weights ``(kh, kw, C/4, F/16, 16, 4)``
+    (``x``'s channels and ``b``'s outputs padded up to them), i32 accumulation, fp32 output
+    ``(acc - comp) * scale + b`` then ReLU, or ``residual + res_scale * that``; the output has
+    ``b``'s channel count, and with ``out_aq`` it is quantized to uint8 for the next conv (whose
+    input ``aq`` it is) as it is stored."""
     kh, kw, c4, f16, _, _ = (int(v) for v in wq.shape)
     n, h, wd, c = (int(v) for v in x.shape)
     f = int(b.shape[0])
@@ -212,10 +220,7 @@ def conv_int8(x, wq, comp, scale, b, aq, relu=False, residual=None, res_scale=1.
         raise CompileError(f"input has {c} channels, the packed weights {4 * c4}")
     if not 16 * (f16 - 1) < f <= 16 * f16:
         raise CompileError(f"{f} output channels, the packed weights {16 * f16}")
-
-    def quant(v):
-        q = te.round(v * aq[0]) + aq[1]
-        return te.max(te.min(q, tirx.const(255.0, "float32")), tirx.const(0.0, "float32")).astype("uint8")
+    quant = (lambda v: v) if x.dtype == "uint8" else (lambda v: _quantize(v, aq))  # noqa: E731
 
     # the i32 tile must not be cut by a predicate (tensorize refuses it): the accumulation runs over
     # a width rounded up to whole tiles, on zero-point padding, and the store keeps the real width;
@@ -238,10 +243,10 @@ def conv_int8(x, wq, comp, scale, b, aq, relu=False, residual=None, res_scale=1.
     def deq(i, y, xx, o):
         v = (acc[i, y, xx, o] - comp[o]).astype("float32") * scale[o] + b[o]
         if relu:
-            return te.max(v, tirx.const(0.0, "float32"))
-        if residual is not None:
-            return residual[i, y, xx, o] + v * tirx.const(res_scale, "float32")
-        return v
+            v = te.max(v, tirx.const(0.0, "float32"))
+        elif residual is not None:
+            v = residual[i, y, xx, o] + v * tirx.const(res_scale, "float32")
+        return v if out_aq is None else _quantize(v, out_aq)
 
     return te.compute((n, h, wd, f), deq, name="dequant")
 
@@ -288,7 +293,8 @@ def _relax_function(bb, config: dict, shape: StaticShape):
             h = bb.emit_te(conv_int8, xin, *q("head"), primfunc_name_hint="qconv_head")
             for i in range(n_blocks):
                 a, b = (f"body.{i}.body.{j}" for j in (0, 2))
-                t = bb.emit_te(conv_int8, h, *q(a), relu=True, primfunc_name_hint="qconv_relu")
+                # the ReLU output feeds only the next conv: stored as its uint8 input
+                t = bb.emit_te(conv_int8, h, *q(a), relu=True, out_aq=params[f"{b}.aq"], primfunc_name_hint="qconv_relu")
                 h = bb.emit_te(conv_int8, t, *q(b), residual=h, res_scale=res_scale, primfunc_name_hint="qconv_residual")
             skip = bb.emit_te(conv_fp32, xin, params["skip.w"], params["skip.b"], primfunc_name_hint="conv_skip")
             y = bb.emit_te(conv_int8, h, *q("tail"), residual=skip, primfunc_name_hint="qconv_tail")
