@@ -353,15 +353,31 @@ def schedule_conv_int8(sch, block, accumulators: int = ACCUMULATORS) -> None:
         vector_loop(sch, sch.get_loops(c)[-1])
 
 
+def schedule_shuffle(sch, block) -> None:
+    """The pixel shuffle to uint8 (:func:`_shuffle_to_uint8`): one SR row per parallel task, the
+    ``scale x colors`` bytes of each LR column unrolled (no index division per byte)."""
+    i, yy, xx, ch = sch.get_loops(block)
+    stmt = sch.get(block)
+    scale = int(stmt.writes[0].source.shape[2]) // int(stmt.reads[0].source.shape[2])
+    sch.parallel(sch.fuse(i, yy))
+    _, dx = sch.split(xx, [None, scale])
+    sch.unroll(dx)
+    sch.unroll(ch)
+
+
 def schedule_int8_module(mod: "tvm.IRModule") -> "tvm.IRModule":
-    """int8 convs by :func:`schedule_conv_int8`, every other kernel by :func:`.schedules.schedule_primfunc`."""
+    """int8 convs by :func:`schedule_conv_int8`, the pixel shuffle by :func:`schedule_shuffle`, every
+    other kernel by :func:`.schedules.schedule_primfunc`."""
     out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
     for gv, func in mod.functions_items():
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
-        if gv.name_hint.startswith("qconv"):
+        if gv.name_hint.startswith(("qconv", "to_uint8")):
             sch = tvm.s_tir.Schedule(func)
-            schedule_conv_int8(sch, sch.get_sblock("qconv"))
+            if gv.name_hint.startswith("qconv"):
+                schedule_conv_int8(sch, sch.get_sblock("qconv"))
+            else:
+                schedule_shuffle(sch, sch.get_sblock("to_uint8"))
             out[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
         else:
             out[gv] = schedule_primfunc(func)
