@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..client.bundle import PRECISION_CPU_FLAGS, RUNTIMES, precision_of, unsupported_reason
+from ..client.bundle import PRECISION_CPU_FLAGS, RUNTIMES, TVM_RUNTIMES, precision_of, unsupported_reason
 from ..evaluate import PRECISION_TOLERANCE_DB, evaluate
 from .timing import throughput
 
@@ -201,7 +201,9 @@ def precision_table(latency: pd.DataFrame, quality: pd.DataFrame, peaks: dict, b
 
 def fastest_within_tolerance(table: pd.DataFrame, method: str) -> dict:
     """Per resolution: the fastest fp32 client, the fastest client of any precision whose PSNR
-    stays within tolerance of fp32, and the speed-up of the second over the first."""
+    stays within tolerance of fp32, and the speed-up of the second over the first; the same
+    against the fastest fp32 *peer* client (PyTorch, ONNX Runtime: the fastest fp32 client before
+    this project's own TVM kernels)."""
     out = {}
     for res, g in table[table.method == method].groupby("resolution", sort=False):
         fp32 = g[g.precision == "fp32"]
@@ -209,6 +211,8 @@ def fastest_within_tolerance(table: pd.DataFrame, method: str) -> dict:
         if not len(fp32) or not len(ok):
             continue
         a, b = fp32.loc[fp32.fps.idxmax()], ok.loc[ok.fps.idxmax()]
+        peers = fp32[~fp32.runtime.isin(TVM_RUNTIMES)]
+        p = peers.loc[peers.fps.idxmax()] if len(peers) else None
         reduced = g[g.precision != "fp32"]
         c = reduced.loc[reduced.fps.idxmax()] if len(reduced) else None
         out[res.split()[0]] = {
@@ -216,6 +220,8 @@ def fastest_within_tolerance(table: pd.DataFrame, method: str) -> dict:
             "fastest_within_tolerance": {"runtime": b.runtime, "precision": b.precision, "fps": round(float(b.fps), 3),
                                          "d_psnr_rgb_db": _num(b.d_psnr_rgb_db)},
             "speedup_vs_fastest_fp32": round(float(b.fps / a.fps), 3),
+            "fastest_fp32_peer": None if p is None else {"runtime": p.runtime, "fps": round(float(p.fps), 3)},
+            "speedup_vs_fastest_fp32_peer": None if p is None else round(float(b.fps / p.fps), 3),
             "fastest_reduced_any_quality": None if c is None else {
                 "runtime": c.runtime, "precision": c.precision, "fps": round(float(c.fps), 3),
                 "d_psnr_rgb_db": _num(c.d_psnr_rgb_db), "speedup_vs_fastest_fp32": round(float(c.fps / a.fps), 3)}}

@@ -22,8 +22,8 @@ RUNTIMES = {
     "tvm_winograd": "TVM static, tvm_manual with the 3x3 body convolutions by Winograd F(4x4, 3x3) (hand-written schedule)",
     "torch_batched_bf16": "PyTorch eager, batched by shape, bf16 weights and activations, channels-last (oneDNN)",
     "onnxruntime_int8": "ONNX Runtime, int8 QDQ (static, per-channel weights, calibrated on training frames)",
-    "tvm_int8": "TVM static, residual-body convs int8 on AVX-512 VNNI (static activations calibrated on training frames, "
-                "per-channel weights), head/tail/skip fp32; hand-written schedules",
+    "tvm_int8": "TVM static, trunk convs (head, body, tail) int8 on AVX-512 VNNI (static activations calibrated on "
+                "training frames, per-channel weights), skip conv fp32; hand-written schedules",
     "torch_ref_cuda": "PyTorch eager on CUDA, reference (1 patch per call)",
     "torch_batched_cuda": "PyTorch eager on CUDA, batched by shape",
 }

@@ -104,11 +104,11 @@ def test_precision_table_and_fastest_client_within_tolerance():
         ("Dy-DCA", "torch_batched", clip, 10.0, 100.0, 20.0), ("Dy-DCA", "onnxruntime", clip, 12.0, 83.0, 24.0),
         ("Dy-DCA", "torch_batched_bf16", clip, 30.0, 33.0, 72.0), ("Dy-DCA", "onnxruntime_int8", clip, 40.0, 25.0, 96.0),
         ("Dy-DCA", "torch_batched", hd, 1.0, 1000.0, 20.0), ("Dy-DCA", "torch_batched_bf16", hd, 3.5, 285.0, 70.0),
-        ("Dy-DCA", "onnxruntime_int8", hd, 4.0, 250.0, 80.0)],
+        ("Dy-DCA", "onnxruntime_int8", hd, 4.0, 250.0, 80.0), ("Dy-DCA", "tvm_winograd", hd, 2.0, 500.0, 40.0)],
         columns=["method", "runtime", "resolution", "fps", "median_ms", "achieved_gflops"])
     quality = PR.with_fp32_deltas(pd.DataFrame([
         ("Dy-DCA", "torch_batched", "fp32", 40.0, 42.0, 0.98), ("Dy-DCA", "onnxruntime", "fp32", 40.001, 42.0, 0.98),
-        ("Dy-DCA", "torch_batched_bf16", "bf16", 39.97, 41.98, 0.98),
+        ("Dy-DCA", "torch_batched_bf16", "bf16", 39.97, 41.98, 0.98), ("Dy-DCA", "tvm_winograd", "fp32", 40.0, 42.0, 0.98),
         ("Dy-DCA", "onnxruntime_int8", "int8", 39.5, 41.4, 0.97)],
         columns=["method", "runtime", "precision", "frame_psnr_rgb", "frame_psnr_y", "frame_ssim_y"]))
     peaks = {"fp32": {"peak_gflops": 200.0}, "bf16": {"peak_gflops": 400.0}, "int8": {"peak_gflops": 800.0}}
@@ -121,5 +121,10 @@ def test_precision_table_and_fastest_client_within_tolerance():
     assert best["clip"]["fastest_fp32"] == {"runtime": "onnxruntime", "fps": 12.0}
     assert best["clip"]["fastest_within_tolerance"]["runtime"] == "torch_batched_bf16"
     assert best["clip"]["speedup_vs_fastest_fp32"] == 2.5
-    assert best["540p"]["speedup_vs_fastest_fp32"] == 3.5  # the 540p rows take the clip's PSNR change
+    assert best["clip"]["speedup_vs_fastest_fp32_peer"] == 2.5  # the fastest fp32 client is a peer
+    # at 540p the fastest fp32 client is TVM's; the peers' fastest (PyTorch, 1 FPS) is the other reference
+    assert best["540p"]["fastest_fp32"] == {"runtime": "tvm_winograd", "fps": 2.0}
+    assert best["540p"]["speedup_vs_fastest_fp32"] == 1.75  # the 540p rows take the clip's PSNR change
+    assert best["540p"]["fastest_fp32_peer"] == {"runtime": "torch_batched", "fps": 1.0}
+    assert best["540p"]["speedup_vs_fastest_fp32_peer"] == 3.5
     assert best["540p"]["fastest_reduced_any_quality"]["runtime"] == "onnxruntime_int8"
