@@ -63,15 +63,21 @@ def builds(model, shapes):
 
 
 def test_shape_table_counts_calls_and_padding(shapes):
-    # path 0 (6x8 inputs): frame 0 has 5 patches -> 4 + 1, frame 1 has 3 -> padded to 4
+    # path 0 (6x8 inputs): frame 0 has 5 patches -> 4 + 1, frame 1 has 3 -> 2 + 1 (cheaper than 4 with one padded)
     # path 1 (10x14 inputs): 2 and 1 patches -> buckets 2 and 1
-    assert shapes == [C.StaticShape(0, 6, 8, 1), C.StaticShape(0, 6, 8, 4), C.StaticShape(1, 10, 14, 1),
-                      C.StaticShape(1, 10, 14, 2)]
+    assert shapes == [C.StaticShape(0, 6, 8, 1), C.StaticShape(0, 6, 8, 2), C.StaticShape(0, 6, 8, 4),
+                      C.StaticShape(1, 10, 14, 1), C.StaticShape(1, 10, 14, 2)]
     t = B.shape_table(shapes, manifest(), CONTEXT).set_index("function")
-    assert t.loc["p0_h6_w8_b4", ["calls", "patches"]].tolist() == [2, 7]
-    assert t.loc["p0_h6_w8_b4", "padding_share"] == pytest.approx(1 / 8)
-    assert t.loc["p0_h6_w8_b1", ["calls", "patches"]].tolist() == [1, 1]
+    assert t.loc["p0_h6_w8_b4", ["calls", "patches"]].tolist() == [1, 4]
+    assert t.loc["p0_h6_w8_b2", ["calls", "patches"]].tolist() == [1, 2]
+    assert t.loc["p0_h6_w8_b1", ["calls", "patches"]].tolist() == [2, 2]
     assert t.loc["p1_h10_w14_b2", ["calls", "patches"]].tolist() == [1, 2]
+    assert (t.padding_share == 0).all()
+    only_top = B.shape_table([C.StaticShape(0, 6, 8, 4), C.StaticShape(1, 10, 14, 2)], manifest(), CONTEXT)
+    only_top = only_top.set_index("function")  # 5 -> 4 + (1 padded to 4), 3 -> 4; 2 -> 2, 1 -> 2
+    assert only_top.loc["p0_h6_w8_b4", ["calls", "patches"]].tolist() == [3, 8]
+    assert only_top.loc["p0_h6_w8_b4", "padding_share"] == pytest.approx(1 / 3)
+    assert only_top.loc["p1_h10_w14_b2", "padding_share"] == pytest.approx(1 / 4)
     assert t.loc["p0_h6_w8_b4", "patch_lr"] == "6x4" and t.loc["p0_h6_w8_b4", "input_lr"] == "8x6"
     assert t.patches.sum() == len(manifest())
     with pytest.raises(C.CompileError, match="not among the compiled shapes"):
