@@ -1,6 +1,7 @@
 """Reduced precision on the client (notebook 06): which (runtime, precision) this CPU runs, the
 peak of each precision measured in the run, int8 calibration data, what each precision costs in
-PSNR through the client pipeline, and the fastest client within a PSNR tolerance of fp32.
+PSNR through the client pipeline, and the fastest client within a PSNR tolerance of fp32; and one
+path at one patch shape per (runtime, precision) for notebook 05 (:func:`path_table`).
 
 Precisions are runtimes of their own (:data:`dydca_lib.client.bundle.PRECISION`):
 ``torch_batched_bf16`` (bf16 weights and activations, channels-last, oneDNN's AVX512-BF16/AMX
@@ -11,10 +12,12 @@ built, and why.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
-from ..client.bundle import PRECISION_CPU_FLAGS, RUNTIMES, TVM_RUNTIMES, precision_of, unsupported_reason
+from ..client.bundle import PRECISION_CPU_FLAGS, RUNTIMES, TVM_RUNTIMES, export_bundle, precision_of, unsupported_reason
 from ..evaluate import PRECISION_TOLERANCE_DB, evaluate
 from .timing import throughput
 
@@ -117,6 +120,52 @@ def calibration_batches(method, data, frame_ids, context: int, per_unit: int = 6
             batches += [np.stack(pieces[i:i + 16]) for i in range(0, len(pieces), 16)]
         out[int(unit)] = batches
     return out
+
+
+def path_table(path_model, shape, lr: np.ndarray, calibration: list, runtimes, threads: int, work_dir,
+               context: int, peaks: dict | None = None, number: int = 3, repeat: int = 7) -> pd.DataFrame:
+    """One WDSR path (notebook 05: path 0) on one batch of LR patches ``lr`` (uint8 NHWC, context
+    included, ``shape``'s :class:`~dydca_lib.compiler.StaticShape`) through each runtime's client
+    engine (the bundle notebook 06 ships: weights as stored, the runtime's input/output conversion),
+    for every runtime of ``runtimes`` this CPU runs: latency (median and std of ``repeat`` x
+    ``number`` calls), GFLOP/s (the path's direct-convolution FLOPs over the latency; GOP/s in
+    int8) and its share of ``peaks`` (:func:`matmul_peaks`), and the output's difference from the
+    fp32 ``torch_batched`` engine in 8-bit levels. ``calibration``: uint8 NHWC batches (training
+    frames) for the int8 runtimes."""
+    from ..client.engines import make_engine
+    from ..client.plan import FramePlan
+    from ..models import wdsr_flops
+    from .timing import time_torch
+
+    lr = np.ascontiguousarray(lr)
+    if lr.dtype != np.uint8 or lr.shape != (shape.batch, shape.h, shape.w, 3):
+        raise ValueError(f"expected uint8 patches of shape {(shape.batch, shape.h, shape.w, 3)}, got {lr.dtype} {lr.shape}")
+    n = shape.batch
+    plan = FramePlan(np.zeros(n, np.int64), np.zeros(n, np.int64), np.full(n, shape.h - 2 * context, np.int64),
+                     np.full(n, shape.w - 2 * context, np.int64), np.zeros(n, np.int64))
+    scale = int(path_model.config["scale"])
+    flop = wdsr_flops(path_model.config, shape.h, shape.w) * n
+    todo = ["torch_batched", *[r for r in runnable(runtimes) if r != "torch_batched"]]
+    rows, want = [], None
+    for rt in todo:
+        bundle = export_bundle({0: path_model}, rt, Path(work_dir) / rt, scale=scale, context=context,
+                               plans={0: plan}, max_batch=n, calibration={0: list(calibration)})
+        engine = make_engine(bundle, threads)
+        engine.load(0)
+        out = engine.run(lr, 0)
+        t = time_torch(engine.run, lr, 0, number=number, repeat=repeat)
+        want = out if want is None else want
+        d = np.abs(out.astype(np.int16) - want.astype(np.int16))
+        prec = precision_of(rt)
+        peak = (peaks or {}).get(prec, {}).get("peak_gflops")
+        gflops = flop / t["median_ms"] / 1e6
+        rows.append({"runtime": rt, "precision": prec, "median_ms": t["median_ms"], "std_ms": t["std_ms"],
+                     "gflops": gflops, "precision_peak_gflops": peak,
+                     "share_of_precision_peak": gflops / peak if peak else np.nan,
+                     "max_diff_levels": int(d.max()), "mean_diff_levels": float(d.mean()),
+                     "in_runtimes": rt in runtimes})
+    table = pd.DataFrame(rows)
+    return table[table.in_runtimes | (table.runtime != "torch_batched")].drop(columns="in_runtimes").reset_index(drop=True)
 
 
 def quality_table(configs: list, methods: dict, data, heldout_ids, threads: int, resolution: str,

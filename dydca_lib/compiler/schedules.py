@@ -217,7 +217,7 @@ def hot_loop(func: "tvm.tirx.PrimFunc", target=None, op: str = "vfmadd") -> dict
 
     name, body = max(loops.items(), key=lambda kv: density(kv[1]))
     fma = [i for i in body if i.startswith(op)]
-    loads = [i for i in body if re.match(r"vmov(u|a)ps\s+-?\w*\(", i)]
+    loads = [i for i in body if re.match(r"vmov(u|a)ps\s+-?\w*\(|vmovdq(u|a)(8|16|32|64)?\s+-?\w*\(", i)]  # fp32 / integer
     bcast = [i for i in body if i.startswith(("vbroadcastss", "vpbroadcastd"))]
     acc = {re.findall(r"%([xyz]mm\d+)", i)[-1] for i in fma}
     return {"label": name, "instructions": len(body), "fma": len(fma),
