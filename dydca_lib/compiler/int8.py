@@ -5,13 +5,13 @@ A WDSR path spends ~97 % of its multiply-adds in the body (2 x ``n_blocks`` 3x3 
 <-> ``n_feats x expansion`` channels) and most of the rest in the head and tail 3x3 convs. All of
 them run as u8 x i8 -> i32 dot products with ``vpdpbusd`` (64 multiply-adds per instruction, 4x an
 fp32 FMA) inside the same register-blocked NHWC schedule as the fp32 kernels (:mod:`.schedules`):
-the activation is quantized while the zero border is padded (each input row once, in parallel), the
-i32 tile stays in zmm accumulators, and the store dequantizes (per-output-channel scale), adds the bias, applies ReLU
-or adds the residual (the body) or the skip branch (the tail). Channel counts the tile does not
-divide are padded with zero weights: the head's 3 input channels to 4, the tail's ``3 x scale^2``
-outputs to 16 (only the real ones are stored). The 5x5 skip conv (~1 % of the multiply-adds; it
-carries the picture), the sum's other operand, and the pixel shuffle stay fp32 — the same split as
-the ONNX Runtime int8 client (:func:`dydca_lib.client.bundle.export_onnx_int8`) and PyTorch's bf16
+the activation is quantized while the zero border is padded (each input row once, in parallel; a
+ReLU conv stores its output as the next conv's uint8 input), the i32 tile stays in zmm accumulators, and the store dequantizes (per-output-channel scale), adds the
+bias, and applies ReLU or adds the residual (the body) or the skip branch (the tail). Channel
+counts the tile does not divide are padded with zero weights: the head's 3 input channels to 4, the
+tail's ``3 x scale^2`` outputs to 16 (only the real ones are stored). The 5x5 skip conv (~1 % of
+the multiply-adds; it carries the picture) and the pixel shuffle stay fp32 — the same split as the
+ONNX Runtime int8 client (:func:`dydca_lib.client.bundle.export_onnx_int8`) and PyTorch's bf16
 trunk (:class:`dydca_lib.models.ReducedTrunk`).
 
 Quantization (static, computed on the server, shipped with the weights): weights symmetric int8
