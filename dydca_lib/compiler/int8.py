@@ -368,19 +368,18 @@ def schedule_shuffle(sch, block) -> None:
 def schedule_int8_module(mod: "tvm.IRModule") -> "tvm.IRModule":
     """int8 convs by :func:`schedule_conv_int8`, the pixel shuffle by :func:`schedule_shuffle`, every
     other kernel by :func:`.schedules.schedule_primfunc`."""
+    own = {"qconv": schedule_conv_int8, "to_uint8": schedule_shuffle}  # function name prefix = block name
     out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
     for gv, func in mod.functions_items():
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
-        if gv.name_hint.startswith(("qconv", "to_uint8")):
-            sch = tvm.s_tir.Schedule(func)
-            if gv.name_hint.startswith("qconv"):
-                schedule_conv_int8(sch, sch.get_sblock("qconv"))
-            else:
-                schedule_shuffle(sch, sch.get_sblock("to_uint8"))
-            out[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
-        else:
+        block = next((b for b in own if gv.name_hint.startswith(b)), None)
+        if block is None:
             out[gv] = schedule_primfunc(func)
+            continue
+        sch = tvm.s_tir.Schedule(func)
+        own[block](sch, sch.get_sblock(block))
+        out[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
     return out
 
 
