@@ -40,3 +40,22 @@ def synthetic_video(tmp_path):
 
 def listing(root):
     return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+
+
+def tiny_wdsr(n_feats=16, n_blocks=2, seed=0):
+    """A small WDSR path (x2, expansion 2) whose residual branch matters (the default init is near-bicubic)."""
+    import torch
+
+    from dydca_lib.models import WDSR
+
+    torch.manual_seed(seed)
+    w = WDSR(scale=2, n_blocks=n_blocks, n_feats=n_feats, expansion=2)
+    with torch.no_grad():
+        w.tail.parametrizations.weight.original0.mul_(10.0)
+    return w.eval()
+
+
+def smooth_patches(n, h, w, seed=0):
+    """uint8 NHWC patches of blocky noise (something like an image)."""
+    base = np.random.default_rng(seed).integers(0, 256, (n, h // 2 + 1, w // 2 + 1, 3))
+    return base.repeat(2, 1).repeat(2, 2)[:, :h, :w].astype(np.uint8)

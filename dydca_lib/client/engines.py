@@ -129,6 +129,10 @@ class TvmEngine(Engine):
             from tvm.relax import VirtualMachine
         self.tvm = tvm
         meta = bundle["tvm"]
+        if meta.get("kernels_from") == "amx_int8":  # the tile state must be granted before the first tile instruction
+            from ..compiler.amx import request_tile_permission
+
+            request_tile_permission()
         t0 = time.perf_counter()
         self.vm = VirtualMachine(tvm.runtime.load_module(meta["lib"]), tvm.cpu())
         self.load_seconds = time.perf_counter() - t0
@@ -163,7 +167,7 @@ class TvmEngine(Engine):
 
 
 ENGINES = {"torch_ref": TorchEngine, "torch_batched": TorchEngine, "onnxruntime": OrtEngine, "tvm": TvmEngine,
-           "tvm_manual": TvmEngine, "tvm_winograd": TvmEngine, "tvm_int8": TvmEngine,
+           "tvm_manual": TvmEngine, "tvm_winograd": TvmEngine, "tvm_int8": TvmEngine, "tvm_amx_int8": TvmEngine,
            "torch_batched_bf16": TorchEngine, "onnxruntime_int8": OrtEngine,
            "torch_ref_cuda": TorchEngine, "torch_batched_cuda": TorchEngine}
 

@@ -34,6 +34,7 @@ from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 from . import CompileError
+from .amx import amx_target, conv_primfunc, k_chunks, request_tile_permission
 from .schedules import ACCUMULATORS, schedule_primfunc, vector_loop, width_tile
 from .shapes import StaticShape
 from .target import as_target, cpu_target
@@ -133,12 +134,13 @@ def _activation_qparams(lo: float, hi: float) -> tuple[float, int]:
     return scale, int(np.clip(round(-lo / scale), 0, 255))
 
 
-def quantize_unit(wdsr, batches) -> list[np.ndarray]:
+def quantize_unit(wdsr, batches, amx: bool = False) -> list[np.ndarray]:
     """The parameters the int8 functions take for one WDSR path, in their order (:func:`param_names`):
     per int8 conv (:func:`int8_convs`) the packed int8 weights ``(kh, kw, C/4, F/16, 16, 4)`` (C and F
     padded up with zero weights), the zero-point compensation (i32, per real output channel), the
     dequantization scale (f32, per output channel), the bias and ``[1/input scale, zero point]``;
-    then the fp32 skip weights (HWIO) and bias."""
+    then the fp32 skip weights (HWIO) and bias. With ``amx`` the body convs' weights are the AMX
+    tiles of :func:`.amx.pack_weights` (flat), for :func:`int8_module`'s ``amx`` build."""
     from ..models import fold_weight_norm
 
     plain = fold_weight_norm(wdsr).eval()
@@ -158,6 +160,10 @@ def quantize_unit(wdsr, batches) -> list[np.ndarray]:
         padded[:, :, :c, :f] = wq
         packed = np.ascontiguousarray(padded.reshape(kh, kw, cp // 4, 4, fp // 16, 16).transpose(0, 1, 2, 4, 5, 3))
         comp = (zp * wq.astype(np.int64).reshape(-1, f).sum(0)).astype(np.int32)
+        if amx and name.startswith("body."):
+            from .amx import pack_weights
+
+            packed = pack_weights(packed).ravel()
         out += [packed, comp, (s_in * w_scale).astype(np.float32), sd[f"{name}.bias"],
                 np.array([1.0 / s_in, zp], dtype=np.float32)]
     out += [hwio(sd["skip.weight"]), sd["skip.bias"]]
@@ -271,7 +277,7 @@ def _shuffle_to_uint8(y, scale, mean):
     return te.compute((n, h * scale, w * scale, colors), value, name="to_uint8")
 
 
-def _relax_function(bb, config: dict, shape: StaticShape):
+def _relax_function(bb, config: dict, shape: StaticShape, amx: bool = False):
     n_blocks, feats, exp = int(config["n_blocks"]), int(config["n_feats"]), int(config["expansion"])
     scale, colors, mean = int(config["scale"]), int(config.get("n_colors", 3)), float(config.get("input_mean", 0.5))
     res_scale = float(config.get("res_scale", 1.0))
@@ -281,7 +287,9 @@ def _relax_function(bb, config: dict, shape: StaticShape):
     for i, name in enumerate(int8_convs(n_blocks)):
         c, f = ((colors, feats) if name == "head" else (feats, out_ch) if name == "tail"
                 else (feats, feats * exp) if i % 2 == 1 else (feats * exp, feats))
-        sinfo.update({f"{name}.wq": relax.TensorType((3, 3, -(-c // 4), -(-f // 16), 16, 4), "int8"),
+        wq = ((3 * k_chunks(c) * 16 * f * 4,) if amx and name.startswith("body.")
+              else (3, 3, -(-c // 4), -(-f // 16), 16, 4))
+        sinfo.update({f"{name}.wq": relax.TensorType(wq, "int8"),
                       f"{name}.comp": relax.TensorType((f,), "int32"), f"{name}.scale": f32(f),
                       f"{name}.b": f32(f), f"{name}.aq": f32(2)})
     x = relax.Var("x", relax.TensorType((shape.batch, shape.h, shape.w, colors), "uint8"))
@@ -291,9 +299,19 @@ def _relax_function(bb, config: dict, shape: StaticShape):
         with bb.dataflow():
             xin = bb.emit_te(_input_from_uint8, x, mean, primfunc_name_hint="from_uint8")
             h = bb.emit_te(conv_int8, xin, *q("head"), primfunc_name_hint="qconv_head")
+            n, hh, ww, wide = shape.batch, shape.h, shape.w, feats * exp
+            if amx:  # hand-written TIR on AMX tiles, called as is (already scheduled)
+                relu_conv = bb.add_func(conv_primfunc(n, hh, ww, feats, wide, relu=True, output_uint8=True), "amx_conv_relu")
+                res_conv = bb.add_func(conv_primfunc(n, hh, ww, wide, feats, residual=True, res_scale=res_scale,
+                                                     input_uint8=True), "amx_conv_residual")
             for i in range(n_blocks):
                 a, b = (f"body.{i}.body.{j}" for j in (0, 2))
                 # the ReLU output feeds only the next conv: stored as its uint8 input
+                if amx:
+                    t = bb.emit(relax.call_tir(relu_conv, [h, *q(a), params[f"{b}.aq"]],
+                                               relax.TensorType((n, hh, ww, wide), "uint8")))
+                    h = bb.emit(relax.call_tir(res_conv, [t, *q(b), h], relax.TensorType((n, hh, ww, feats), "float32")))
+                    continue
                 t = bb.emit_te(conv_int8, h, *q(a), relu=True, out_aq=params[f"{b}.aq"], primfunc_name_hint="qconv_relu")
                 h = bb.emit_te(conv_int8, t, *q(b), residual=h, res_scale=res_scale, primfunc_name_hint="qconv_residual")
             skip = bb.emit_te(conv_fp32, xin, params["skip.w"], params["skip.b"], primfunc_name_hint="conv_skip")
@@ -302,17 +320,18 @@ def _relax_function(bb, config: dict, shape: StaticShape):
         bb.emit_func_output(out)
 
 
-def int8_module(config: dict, shapes, more: list[tuple[dict, list]] | None = None) -> "tvm.IRModule":
+def int8_module(config: dict, shapes, more: list[tuple[dict, list]] | None = None, amx: bool = False) -> "tvm.IRModule":
     """One relax function per static shape of a WDSR path architecture (``config``: the path's
     ``model.config``), named :attr:`StaticShape.name`, taking ``x`` (uint8 NHWC LR patches, with
     context) and :func:`quantize_unit`'s parameters and returning uint8 NHWC SR patches (the
     client's own format: the byte <-> float conversions run compiled, not in NumPy); ``more``: further ``(config, shapes)`` in the same module
-    (each architecture's shapes carry its index as ``path``)."""
+    (each architecture's shapes carry its index as ``path``). ``amx``: the body convs on AMX tiles
+    (:mod:`.amx`; their weights from ``quantize_unit(..., amx=True)``), the rest as without."""
     bb = relax.BlockBuilder()
     for cfg, shp in [(config, shapes), *(more or [])]:
         check_architecture(cfg)
         for s in sorted(set(shp)):
-            _relax_function(bb, cfg, s)
+            _relax_function(bb, cfg, s, amx)
     return bb.get()
 
 
@@ -371,8 +390,8 @@ def schedule_int8_module(mod: "tvm.IRModule") -> "tvm.IRModule":
     own = {"qconv": schedule_conv_int8, "to_uint8": schedule_shuffle}  # function name prefix = block name
     out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
     for gv, func in mod.functions_items():
-        if not isinstance(func, tvm.tirx.PrimFunc):
-            continue
+        if not isinstance(func, tvm.tirx.PrimFunc) or (func.attrs and func.attrs.get("tirx.is_scheduled")):
+            continue  # hand-written (the AMX convs) or not a kernel
         block = next((b for b in own if gv.name_hint.startswith(b)), None)
         if block is None:
             out[gv] = schedule_primfunc(func)
@@ -383,10 +402,12 @@ def schedule_int8_module(mod: "tvm.IRModule") -> "tvm.IRModule":
     return out
 
 
-def build_int8(config: dict, shapes, target=None):
+def build_int8(config: dict, shapes, target=None, amx: bool = False):
     """Compile :func:`int8_module` for ``shapes`` (memory planned like the fp32 builds); returns the executable."""
     from .passes import compile_planned, plan_memory
 
-    target = as_target(target) if target is not None else int8_target()
-    mod = schedule_int8_module(int8_module(config, shapes))
+    if amx:
+        request_tile_permission()
+    target = as_target(target) if target is not None else (amx_target() if amx else int8_target())
+    mod = schedule_int8_module(int8_module(config, shapes, amx=amx))
     return compile_planned(plan_memory(mod, target), target)

@@ -181,23 +181,27 @@ def tvm_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: 
 
 
 def int8_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: int, max_batch: int,
-                 cache_dir: Path, target=None) -> tuple[Path, dict]:
+                 cache_dir: Path, target=None, amx: bool = False) -> tuple[Path, dict]:
     """:func:`tvm_library` for the int8 build (:mod:`.int8`: body convs u8 x i8 on AVX-512 VNNI,
     the rest fp32, hand-written schedules): the same architectures, shapes, buckets and cache
-    rules; its functions take :func:`.int8.quantize_unit`'s parameters."""
-    from . import int8
+    rules; its functions take :func:`.int8.quantize_unit`'s parameters. ``amx``: the body convs on
+    AMX tiles (:mod:`.amx`; weights from ``quantize_unit(..., amx=True)``)."""
+    from . import amx as amx_kernels, int8
 
-    target = as_target(target) if target is not None else int8.int8_target()
+    if amx:
+        amx_kernels.request_tile_permission()
+    target = as_target(target) if target is not None else (amx_kernels.amx_target() if amx else int8.int8_target())
     dyn, arch_of, archs, shapes = _library_shapes(units, plans, scale, context, max_batch)
-    code = _file_digest([Path(__file__).with_name(n) for n in ("int8.py", "schedules.py")])
+    code = _file_digest([Path(__file__).with_name(n) for n in ("int8.py", "amx.py", "schedules.py")])
+    kernels = "amx_int8" if amx else "int8"
     key_record = {"archs": archs, "shapes": _shape_key(shapes),
-                  "target": str(target), "tvm": tvm.__version__, "kernels": "int8", "code": code, "v": 2}
-    so, meta_file, meta = _cached(key_record, cache_dir, "tvm-int8")
+                  "target": str(target), "tvm": tvm.__version__, "kernels": kernels, "code": code, "v": 2}
+    so, meta_file, meta = _cached(key_record, cache_dir, f"tvm-{kernels.replace('_', '-')}")
     if meta is None:
         t0 = time.perf_counter()
         per_arch = [(path.config, [s for s in shapes if s.path == a]) for a, path in enumerate(dyn.paths)]
         per_arch = [(c, s) for c, s in per_arch if s]
-        mod = int8.int8_module(*per_arch[0], more=per_arch[1:])
+        mod = int8.int8_module(*per_arch[0], more=per_arch[1:], amx=amx)
         from .passes import compile_planned, plan_memory
 
         executable = compile_planned(plan_memory(int8.schedule_int8_module(mod), target), target)
@@ -207,7 +211,7 @@ def int8_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context:
         buckets: dict[str, list[int]] = {}
         for s in shapes:
             buckets.setdefault(f"{s.path},{s.h},{s.w}", []).append(int(s.batch))
-        meta = {"archs": archs, "buckets": buckets, "tuned": False, "kernels_from": "int8", "io": "uint8_nhwc",
+        meta = {"archs": archs, "buckets": buckets, "tuned": False, "kernels_from": kernels, "io": "uint8_nhwc",
                 "target": str(target),
                 "kernels": None, "kernels_tuned": 0, "build_seconds": round(time.perf_counter() - t0, 1),
                 "functions": [s.name for s in shapes]}

@@ -8,27 +8,14 @@ import torch
 from dydca_lib import compiler as C
 from dydca_lib.compiler import int8 as Q
 from dydca_lib.compiler import schedules as S
-from dydca_lib.models import WDSR, fold_weight_norm
+from dydca_lib.models import fold_weight_norm
 from dydca_lib.runinfo import cpu_flags
 from dydca_lib.tensors import to_nchw, to_uint8
+from tests.conftest import smooth_patches as smooth, tiny_wdsr as tiny
 
 import tvm  # noqa: E402  (after dydca_lib.compiler, which sets TVM_NUM_THREADS)
 
 needs_vnni = pytest.mark.skipif("avx512_vnni" not in cpu_flags(), reason="the int8 kernels use AVX-512 VNNI")
-
-
-def tiny(n_feats=16, n_blocks=2, seed=0):
-    torch.manual_seed(seed)
-    w = WDSR(scale=2, n_blocks=n_blocks, n_feats=n_feats, expansion=2)
-    with torch.no_grad():  # make the residual branch matter (the default init is near-bicubic)
-        w.tail.parametrizations.weight.original0.mul_(10.0)
-    return w.eval()
-
-
-def smooth(n, h, w, seed=0):
-    """uint8 NHWC patches of blocky noise (something like an image)."""
-    base = np.random.default_rng(seed).integers(0, 256, (n, h // 2 + 1, w // 2 + 1, 3))
-    return base.repeat(2, 1).repeat(2, 2)[:, :h, :w].astype(np.uint8)
 
 
 def test_quantized_parameters_in_order_and_unpack_to_the_weights():

@@ -1,0 +1,219 @@
+"""int8 3x3 body convolutions on Intel AMX tiles (``tdpbusd``), hand-written TensorIR.
+
+TVM 0.27 has no AMX schedule, but its LLVM knows the tile instructions; the kernel calls them with
+``T.call_llvm_intrin`` on fixed tile registers (tile ids are immediates, so the accumulators stay in
+``tmm0-3`` across the whole reduction):
+
+    parallel for (n, row pair):               # a task = 2 output rows of one patch
+      ldtilecfg (all 8 tiles 16 rows x 64 bytes; the configuration is per thread)
+      for x block of 16 pixels, for output-channel pair (32 channels):
+        tmm0..3 = 0                           # 2 rows x 2 x 16 channels, i32
+        for ry < 3, K chunk of 64 bytes:      # K = (kernel column, input channel), contiguous in NHWC
+          tmm4, tmm5 = 16 pixels x 64 bytes of rows y+ry, y+1+ry   (stride: C bytes per pixel)
+          tmm6, tmm7 = 64 x 16 weights of the two channel blocks  (k-quads x 16 x 4)
+          tdpbusd tmm0..3
+        tilestored -> 4 KiB of i32 on the stack; AVX-512 epilogue: (acc - comp) * scale + bias,
+        ReLU (and requantize to the next conv's uint8) or residual + res_scale * that (fp32)
+      tilerelease
+
+For one output pixel and one kernel row the K of a ``tdpbusd`` is the pixel's ``3 x C`` padded-input
+bytes, which NHWC stores contiguously: an A tile is 16 overlapping rows (stride C) of the quantized,
+zero-bordered input, no im2col copy. ``3 x C`` is padded up to whole 64-byte chunks with zero
+weights (C = 32: 96 -> 128, so those convs run at 3/4 of the tile rate; C = 64: exact). Widths run
+over whole 16-pixel tiles and heights over row pairs on zero-point padding; only real pixels are
+stored.
+
+Linux hands a process the tile state only after ``arch_prctl(ARCH_REQ_XCOMP_PERM,
+XFEATURE_XTILEDATA)`` (:func:`request_tile_permission`); without it the first tile instruction is
+a SIGILL. Weights: :func:`pack_weights` (from :func:`.int8.quantize_unit`'s VNNI packing).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import numpy as np
+
+from . import CompileError
+
+ARCH_REQ_XCOMP_PERM = 0x1023
+XFEATURE_XTILEDATA = 18
+SYS_ARCH_PRCTL = 158  # x86-64
+TILE_ROWS, TILE_BYTES = 16, 64  # every tile here: 16 rows x 64 bytes
+AMX_MATTR = ["+avx512vnni", "+amx-tile", "+amx-int8", "+amx-bf16"]
+
+
+def has_amx_int8(flags=None) -> bool:
+    """Whether the CPU reports ``amx_tile`` and ``amx_int8`` (``flags``: /proc/cpuinfo's when omitted)."""
+    if flags is None:
+        from ..runinfo import cpu_flags
+
+        flags = cpu_flags()
+    return {"amx_tile", "amx_int8"} <= set(flags)
+
+
+@functools.cache
+def request_tile_permission() -> None:
+    """Ask Linux for the AMX tile state of this process (once; every thread inherits it).
+    Raises :class:`CompileError` where the CPU or kernel refuses (no AMX, Linux < 5.16)."""
+    if not has_amx_int8():
+        raise CompileError("this CPU has no AMX int8 tiles (amx_tile/amx_int8 missing in /proc/cpuinfo)")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0:
+        err = ctypes.get_errno()
+        raise CompileError(f"arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA) failed (errno {err}): "
+                           "the kernel does not give this process the AMX tile state")
+
+
+def amx_target(num_cores: int | None = None) -> "tvm.target.Target":
+    """This CPU's target (AVX-512, as the VNNI int8 build) with VNNI and the AMX tile, int8 and bf16
+    instructions."""
+    import tvm
+
+    from .target import cpu_target
+
+    cfg = {k: v for k, v in cpu_target(num_cores).export().items() if k in ("kind", "mcpu", "num-cores", "mtriple")}
+    return tvm.target.Target({**cfg, "mcpu": cfg.get("mcpu") or "skylake-avx512", "mattr": AMX_MATTR})
+
+
+def k_chunks(c: int, kw: int = 3) -> int:
+    """64-byte K chunks of one kernel row: ``kw x c`` input bytes rounded up."""
+    return -(-kw * c // TILE_BYTES)
+
+
+def pack_weights(vnni: np.ndarray) -> np.ndarray:
+    """VNNI-packed int8 weights ``(kh, kw, C/4, F/16, 16, 4)`` -> the AMX B tiles ``(kh, R, F/16, 16, 4)``:
+    per kernel row the k-quads of (kernel column, input channel) in NHWC order, padded with zero rows
+    up to ``R = 16 x`` :func:`k_chunks` (a tile row = 4 k values of 16 output channels)."""
+    kh, kw, c4, f16, n16, four = vnni.shape
+    if (n16, four) != (16, 4) or vnni.dtype != np.int8:
+        raise CompileError(f"expected VNNI-packed int8 weights (kh, kw, C/4, F/16, 16, 4), got {vnni.dtype} {vnni.shape}")
+    rows = k_chunks(4 * c4, kw) * TILE_ROWS
+    out = np.zeros((kh, rows, f16, 16, 4), np.int8)
+    out[:, :kw * c4] = vnni.reshape(kh, kw * c4, f16, 16, 4)
+    return out
+
+
+def conv_primfunc(n: int, h: int, w: int, c: int, f: int, *, relu: bool = False, residual: bool = False,
+                  res_scale: float = 1.0, input_uint8: bool = False, output_uint8: bool = False):
+    """The AMX 3x3 same-padded NHWC conv of the module docstring for one static shape, as a TIR
+    PrimFunc over ``(x, wq, comp, scale, b, aq[, residual][, out_aq], out)``: ``x`` fp32 (quantized
+    with ``aq = [1/scale, zero point]`` while padding) or uint8 already quantized; ``wq``
+    :func:`pack_weights`'s tiles; the output ``(acc - comp) * scale + b`` then ReLU, or
+    ``residual + res_scale x that``; uint8 requantized with ``out_aq`` when ``output_uint8``."""
+    import tvm
+    from tvm.script import tirx as T
+
+    if c % 4 or f % 32 or c < 4:
+        raise CompileError(f"the AMX conv needs input channels in multiples of 4 and outputs in multiples of 32, got {c} -> {f}")
+    if relu and residual:
+        raise CompileError("ReLU or residual, not both")
+    if output_uint8 and not relu:
+        raise CompileError("only a ReLU conv stores the next conv's uint8 input")
+    kh = kw = 3
+    chunks = k_chunks(c, kw)
+    rows_w = chunks * TILE_ROWS
+    xb = -(-w // TILE_ROWS)  # 16-pixel blocks per row
+    h2 = h + h % 2  # row pairs
+    # the last A tile of a row reads up to chunks*64 bytes past its pixel: slack pixels after the border
+    slack = -(-(chunks * TILE_BYTES - kw * c) // c)
+    pw = xb * TILE_ROWS + kw - 1 + slack
+    ph = h2 + kh - 1
+    pad_size = n * ph * pw * c
+    fpairs = f // 32
+    in_dtype = "uint8" if input_uint8 else "float32"
+    out_dtype = "uint8" if output_uint8 else "float32"
+    f16 = f // 16
+    rs = float(res_scale)
+    row_bytes = T.int64(c)  # A tile row stride: one pixel
+    w_stride = T.int64(f * 4)  # B tile row stride: one k-quad of every output channel
+
+    def quant(v, aq):
+        return T.Cast("uint8", T.max(T.min(T.round(v * aq[0]) + aq[1], T.float32(255)), T.float32(0)))
+
+    @T.prim_func(s_tir=False)
+    def conv(x: T.Buffer((n, h, w, c), in_dtype), wq: T.Buffer((kh * rows_w * f16 * 64,), "int8"),
+             comp: T.Buffer((f,), "int32"), scale: T.Buffer((f,), "float32"), b: T.Buffer((f,), "float32"),
+             aq: T.Buffer((2,), "float32"), res: T.Buffer((n, h, w, f), "float32"),
+             out_aq: T.Buffer((2,), "float32"), out: T.Buffer((n, h, w, f), out_dtype)):
+        T.func_attr({"tirx.noalias": True})
+        qpad = T.alloc_buffer((pad_size,), "uint8")
+        zp = T.meta_var(T.Cast("uint8", aq[1]))
+        for iy in T.parallel(n * ph):
+            for xx in range(pw):
+                for ch in T.vectorized(c):
+                    i = T.meta_var(iy // ph)
+                    yy = T.meta_var(iy % ph)
+                    if input_uint8:
+                        qpad[(iy * pw + xx) * c + ch] = T.if_then_else(
+                            1 <= yy and yy <= h and 1 <= xx and xx <= w,
+                            x[i, T.min(T.max(yy - 1, 0), h - 1), T.min(T.max(xx - 1, 0), w - 1), ch], zp)
+                    else:
+                        qpad[(iy * pw + xx) * c + ch] = T.if_then_else(
+                            1 <= yy and yy <= h and 1 <= xx and xx <= w,
+                            quant(x[i, T.min(T.max(yy - 1, 0), h - 1), T.min(T.max(xx - 1, 0), w - 1), ch], aq), zp)
+        for task in T.parallel(n * (h2 // 2)):
+            cfg = T.alloc_buffer((64,), "uint8", scope="local")
+            acc = T.alloc_buffer((4 * 256,), "int32", scope="local")
+            for k in range(64):
+                cfg[k] = T.uint8(0)
+            cfg[0] = T.uint8(1)
+            for t in T.unroll(8):
+                cfg[16 + 2 * t] = T.uint8(TILE_BYTES)
+                cfg[48 + t] = T.uint8(TILE_ROWS)
+            T.evaluate(T.call_llvm_intrin("void", "llvm.x86.ldtilecfg", T.address_of(cfg[0])))
+            i = T.meta_var(task // (h2 // 2))
+            y0 = T.meta_var(task % (h2 // 2) * 2)
+            for xo in range(xb):
+                for fp in range(fpairs):
+                    for t in T.unroll(4):
+                        T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilezero", T.Cast("int8", t)))
+                    for ry in range(kh):
+                        for kc in range(chunks):
+                            for r in T.unroll(2):
+                                T.evaluate(T.call_llvm_intrin(
+                                    "void", "llvm.x86.tileloadd64", T.Cast("int8", 4 + r),
+                                    T.address_of(qpad[((i * ph + y0 + r + ry) * pw + xo * 16) * c + kc * 64]), row_bytes))
+                            for fb in T.unroll(2):
+                                T.evaluate(T.call_llvm_intrin(
+                                    "void", "llvm.x86.tileloadd64", T.Cast("int8", 6 + fb),
+                                    T.address_of(wq[((ry * rows_w + kc * 16) * f16 + fp * 2 + fb) * 64]), w_stride))
+                            for r in T.unroll(2):
+                                for fb in T.unroll(2):
+                                    T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tdpbusd", T.Cast("int8", r * 2 + fb),
+                                                                  T.Cast("int8", 4 + r), T.Cast("int8", 6 + fb)))
+                    for t in T.unroll(4):
+                        T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilestored64", T.Cast("int8", t),
+                                                      T.address_of(acc[t * 256]), T.int64(64)))
+                    for r in range(2):
+                        for px in range(16):
+                            for fb in T.unroll(2):
+                                for o in T.vectorized(16):
+                                    if y0 + r < h and xo * 16 + px < w:
+                                        fo = T.meta_var((fp * 2 + fb) * 16 + o)
+                                        if relu:
+                                            if output_uint8:
+                                                out[i, y0 + r, xo * 16 + px, fo] = quant(T.max(
+                                                    T.Cast("float32", acc[(r * 2 + fb) * 256 + px * 16 + o] - comp[fo]) * scale[fo]
+                                                    + b[fo], T.float32(0)), out_aq)
+                                            else:
+                                                out[i, y0 + r, xo * 16 + px, fo] = T.max(
+                                                    T.Cast("float32", acc[(r * 2 + fb) * 256 + px * 16 + o] - comp[fo]) * scale[fo]
+                                                    + b[fo], T.float32(0))
+                                        elif residual:
+                                            out[i, y0 + r, xo * 16 + px, fo] = res[i, y0 + r, xo * 16 + px, fo] + (
+                                                T.Cast("float32", acc[(r * 2 + fb) * 256 + px * 16 + o] - comp[fo]) * scale[fo]
+                                                + b[fo]) * T.float32(rs)
+                                        else:
+                                            out[i, y0 + r, xo * 16 + px, fo] = (
+                                                T.Cast("float32", acc[(r * 2 + fb) * 256 + px * 16 + o] - comp[fo]) * scale[fo]
+                                                + b[fo])
+            T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilerelease"))
+
+    # drop the buffers this variant does not use (the script declares every one)
+    params = list(conv.params)
+    keep = [p for p, name in zip(params, ["x", "wq", "comp", "scale", "b", "aq", "res", "out_aq", "out"])
+            if (name != "res" or residual) and (name != "out_aq" or output_uint8)]
+    func = tvm.tirx.PrimFunc(keep, conv.body, conv.ret_type, conv.attrs)
+    return func.with_attr("tirx.is_scheduled", True)

@@ -1,0 +1,151 @@
+"""The AMX int8 body convs (dydca_lib.compiler.amx): weight packing and runtime support everywhere;
+numerics, tile instructions, the tile-state permission and per-thread configuration on a CPU with AMX."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from dydca_lib import compiler as C
+from dydca_lib.client.bundle import unsupported_reason
+from dydca_lib.compiler import amx as A
+from dydca_lib.compiler import int8 as Q
+from dydca_lib.models import fold_weight_norm
+from dydca_lib.tensors import to_nchw, to_uint8
+from tests.conftest import smooth_patches, tiny_wdsr
+
+import tvm  # noqa: E402  (after dydca_lib.compiler, which sets TVM_NUM_THREADS)
+
+needs_amx = pytest.mark.skipif(not A.has_amx_int8(), reason="needs a CPU with AMX int8 tiles")
+
+
+def reference_conv(x, vnni, comp, scale, b, aq, *, relu=False, res=None, res_scale=1.0, out_aq=None):
+    """NumPy: the same-padded 3x3 int8 conv the kernels compute (quantize, pad with the zero point,
+    i32 sums, dequantize, bias, ReLU [requantize] or residual)."""
+    n, h, w, c = x.shape
+    q = x if x.dtype == np.uint8 else np.clip(np.round(x * aq[0]) + aq[1], 0, 255).astype(np.uint8)
+    padded = np.full((n, h + 2, w + 2, c), int(aq[1]), np.int64)
+    padded[:, 1:-1, 1:-1] = q
+    kh, kw, c4, f16, _, _ = vnni.shape
+    hwio = vnni.transpose(0, 1, 2, 5, 3, 4).reshape(kh, kw, 4 * c4, 16 * f16)[:, :, :c].astype(np.int64)
+    acc = sum(padded[:, ry:ry + h, rx:rx + w] @ hwio[ry, rx] for ry in range(3) for rx in range(3))
+    v = (acc - comp).astype(np.float32) * scale + b
+    if relu:
+        v = np.maximum(v, 0)
+        return v if out_aq is None else np.clip(np.round(v * out_aq[0]) + out_aq[1], 0, 255).astype(np.uint8)
+    return res + v * np.float32(res_scale)
+
+
+def test_weights_pack_into_zero_padded_64_byte_k_chunks():
+    rng = np.random.default_rng(0)
+    for c, f in ((32, 64), (64, 32)):
+        vnni = rng.integers(-127, 128, (3, 3, c // 4, f // 16, 16, 4)).astype(np.int8)
+        tiles = A.pack_weights(vnni)
+        assert tiles.shape == (3, A.k_chunks(c) * 16, f // 16, 16, 4)
+        assert A.k_chunks(c) == {32: 2, 64: 3}[c]  # 3 x 32 = 96 bytes -> 2 chunks; 3 x 64 = 192 -> 3
+        # row r of kernel row ry = k-quad r of (kernel column, channel), NHWC order; the rest zero
+        assert np.array_equal(tiles[1, (2 * c) // 4 + 3], vnni[1, 2, 3])
+        assert not tiles[:, 3 * c // 4:].any()
+    with pytest.raises(C.CompileError, match="VNNI-packed"):
+        A.pack_weights(np.zeros((3, 3, 8, 2, 16, 4), np.int32))
+
+
+def test_amx_runtime_needs_amx_and_leaves_the_vnni_runtime_alone():
+    epyc = {"avx512f", "avx512_vnni", "avx512_bf16"}
+    assert "amx_int8" in unsupported_reason("tvm_amx_int8", epyc)
+    assert unsupported_reason("tvm_int8", epyc) is None
+    assert unsupported_reason("tvm_amx_int8", epyc | {"amx_tile", "amx_int8", "amx_bf16"}) is None
+    assert not A.has_amx_int8(epyc) and A.has_amx_int8(epyc | {"amx_tile", "amx_int8"})
+    with pytest.raises(C.CompileError, match="multiples of 32"):
+        A.conv_primfunc(1, 4, 4, 32, 48)
+    if not A.has_amx_int8():
+        with pytest.raises(C.CompileError, match="no AMX"):
+            A.request_tile_permission()
+
+
+@needs_amx
+@pytest.mark.parametrize("n,h,w,c,f,kind", [(2, 7, 19, 32, 64, "relu_u8"), (2, 8, 16, 64, 32, "residual"),
+                                            (1, 5, 33, 32, 64, "relu")])
+def test_amx_conv_matches_numpy(n, h, w, c, f, kind):
+    """Odd heights (a half-used row pair) and widths that are not whole 16-pixel tiles included."""
+    A.request_tile_permission()
+    rng = np.random.default_rng(1)
+    x = (rng.integers(0, 256, (n, h, w, c)).astype(np.uint8) if kind == "residual"
+         else (rng.random((n, h, w, c)) * 2 - 1).astype(np.float32))
+    vnni = rng.integers(-127, 128, (3, 3, c // 4, f // 16, 16, 4)).astype(np.int8)
+    comp = rng.integers(-1000, 1000, f).astype(np.int32)
+    scale, b = (rng.random(f) * 1e-3).astype(np.float32), rng.random(f).astype(np.float32)
+    aq, out_aq = np.array([100.0, 120.0], np.float32), np.array([2.0, 10.0], np.float32)
+    res = rng.random((n, h, w, f)).astype(np.float32)
+    func = A.conv_primfunc(n, h, w, c, f, relu=kind != "residual", residual=kind == "residual", res_scale=0.5,
+                           input_uint8=kind == "residual", output_uint8=kind == "relu_u8")
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=A.amx_target())
+    args = [x, A.pack_weights(vnni).ravel(), comp, scale, b, aq]
+    args += [res] if kind == "residual" else [out_aq] if kind == "relu_u8" else []
+    out = np.zeros((n, h, w, f), np.uint8 if kind == "relu_u8" else np.float32)
+    tensors = [tvm.runtime.tensor(a) for a in [*args, out]]
+    lib["main"](*tensors)
+    want = reference_conv(x, vnni, comp, scale, b, aq, relu=kind != "residual", res=res if kind == "residual" else None,
+                          res_scale=0.5, out_aq=out_aq if kind == "relu_u8" else None)
+    got = tensors[-1].numpy()
+    if kind == "relu_u8":
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1  # a rounding tie at most
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    asm = lib.mod.inspect_source("asm")
+    assert asm.count("tdpbusd") >= 4 and "ldtilecfg" in asm and "tilerelease" in asm
+
+
+@needs_amx
+def test_amx_path_matches_the_vnni_build_and_pytorch():
+    w = tiny_wdsr(n_feats=32)
+    shape = C.StaticShape(0, 10, 21, 3)
+    calib = [smooth_patches(8, 10, 21, seed=1)]
+    lr = smooth_patches(3, 10, 21, seed=2)
+    outs = {}
+    for amx in (False, True):
+        params = [tvm.runtime.tensor(p) for p in Q.quantize_unit(w, calib, amx=amx)]
+        vm = C.load_vm(Q.build_int8(w.config, [shape], amx=amx))
+        got = vm[shape.name](tvm.runtime.tensor(lr), *params)
+        outs[amx] = (got if hasattr(got, "numpy") else got[0]).numpy()
+    with torch.no_grad():
+        want = to_uint8(fold_weight_norm(w)(torch.from_numpy(to_nchw(lr))).numpy())
+    assert np.abs(outs[True].astype(int) - outs[False].astype(int)).max() <= 1  # same arithmetic, other order
+    assert np.abs(outs[True].astype(int) - want.astype(int)).max() <= 4  # int8 within quantization error
+    assert np.abs(outs[True].astype(int) - want.astype(int)).mean() < 0.5
+
+
+_CHILD = """
+import os, sys
+os.environ["TVM_NUM_THREADS"] = "2"
+import numpy as np, tvm
+from dydca_lib.compiler import amx as A
+if sys.argv[1] == "ask":
+    A.request_tile_permission()
+n, h, w = 4, 16, 32
+lib = tvm.compile(tvm.IRModule({"main": A.conv_primfunc(n, h, w, 64, 32, residual=True, input_uint8=True)
+                                .with_attr("global_symbol", "main")}), target=A.amx_target(2))
+x = np.ones((n, h, w, 64), np.uint8)
+wq = np.ones(3 * A.k_chunks(64) * 16 * 32 * 4, np.int8)
+args = [x, wq, np.zeros(32, np.int32), np.ones(32, np.float32), np.zeros(32, np.float32),
+        np.array([1.0, 0.0], np.float32), np.zeros((n, h, w, 32), np.float32), np.zeros((n, h, w, 32), np.float32)]
+t = [tvm.runtime.tensor(a) for a in args]
+lib["main"](*t)
+got = t[-1].numpy()
+# interior pixels sum 9 taps x 64 channels of 1 x 1; a border pixel fewer (zero point 0): every row pair of
+# every patch, on both threads, had its tile configuration
+print("interior", int(got[:, 1:-1, 1:-1].min()), int(got[:, 1:-1, 1:-1].max()), "corner", int(got[0, 0, 0, 0]))
+"""
+
+
+@needs_amx
+def test_tile_permission_and_per_thread_configuration_in_a_child_process():
+    code = textwrap.dedent(_CHILD)
+    ok = subprocess.run([sys.executable, "-c", code, "ask"], capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert ok.stdout.split() == ["interior", "576", "576", "corner", "256"]
+    refused = subprocess.run([sys.executable, "-c", code, "skip"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0  # the first tile instruction without the permission: SIGILL
