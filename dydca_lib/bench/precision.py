@@ -252,7 +252,8 @@ def fastest_within_tolerance(table: pd.DataFrame, method: str) -> dict:
     """Per resolution: the fastest fp32 client, the fastest client of any precision whose PSNR
     stays within tolerance of fp32, and the speed-up of the second over the first; the same
     against the fastest fp32 *peer* client (PyTorch, ONNX Runtime: the fastest fp32 client before
-    this project's own TVM kernels)."""
+    this project's own TVM kernels) and against the fastest peer client of any precision within
+    tolerance (oneDNN bf16, ONNX Runtime int8); and every runtime's FPS."""
     out = {}
     for res, g in table[table.method == method].groupby("resolution", sort=False):
         fp32 = g[g.precision == "fp32"]
@@ -262,6 +263,8 @@ def fastest_within_tolerance(table: pd.DataFrame, method: str) -> dict:
         a, b = fp32.loc[fp32.fps.idxmax()], ok.loc[ok.fps.idxmax()]
         peers = fp32[~fp32.runtime.isin(TVM_RUNTIMES)]
         p = peers.loc[peers.fps.idxmax()] if len(peers) else None
+        ok_peers = ok[~ok.runtime.isin(TVM_RUNTIMES)]  # PyTorch / ONNX Runtime in any precision (bf16, int8)
+        q = ok_peers.loc[ok_peers.fps.idxmax()] if len(ok_peers) else None
         reduced = g[g.precision != "fp32"]
         c = reduced.loc[reduced.fps.idxmax()] if len(reduced) else None
         out[res.split()[0]] = {
@@ -271,6 +274,10 @@ def fastest_within_tolerance(table: pd.DataFrame, method: str) -> dict:
             "speedup_vs_fastest_fp32": round(float(b.fps / a.fps), 3),
             "fastest_fp32_peer": None if p is None else {"runtime": p.runtime, "fps": round(float(p.fps), 3)},
             "speedup_vs_fastest_fp32_peer": None if p is None else round(float(b.fps / p.fps), 3),
+            "fastest_peer_within_tolerance": None if q is None else {
+                "runtime": q.runtime, "precision": q.precision, "fps": round(float(q.fps), 3)},
+            "speedup_vs_fastest_peer_within_tolerance": None if q is None else round(float(b.fps / q.fps), 3),
+            "fps_by_runtime": {str(r.runtime): round(float(r.fps), 3) for r in g.itertuples()},
             "fastest_reduced_any_quality": None if c is None else {
                 "runtime": c.runtime, "precision": c.precision, "fps": round(float(c.fps), 3),
                 "d_psnr_rgb_db": _num(c.d_psnr_rgb_db), "speedup_vs_fastest_fp32": round(float(c.fps / a.fps), 3)}}

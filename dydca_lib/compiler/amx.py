@@ -6,10 +6,10 @@ TVM 0.27 has no AMX schedule, but its LLVM knows the tile instructions; the kern
 
     parallel for (n, row pair):               # a task = 2 output rows of one patch
       ldtilecfg (all 8 tiles 16 rows x 64 bytes; the configuration is per thread)
-      for x block of 16 pixels, for output-channel pair (32 channels):
+      for x block of m <= 16 pixels, for output-channel pair (32 channels; one block of 16 where F = 16):
         tmm0..3 = 0                           # 2 rows x 2 x 16 channels, i32
         for ry < 3, K chunk of 64 bytes:      # K = (kernel column, input channel), contiguous in NHWC
-          tmm4, tmm5 = 16 pixels x 64 bytes of rows y+ry, y+1+ry   (stride: C bytes per pixel)
+          tmm4, tmm5 = m pixels x 64 bytes of rows y+ry, y+1+ry    (stride: C bytes per pixel)
           tmm6, tmm7 = 64 x 16 weights of the two channel blocks  (k-quads x 16 x 4)
           tdpbusd tmm0..3
         tilestored -> 4 KiB of i32 on the stack; AVX-512 epilogue: (acc - comp) * scale + bias,
@@ -19,9 +19,11 @@ TVM 0.27 has no AMX schedule, but its LLVM knows the tile instructions; the kern
 For one output pixel and one kernel row the K of a ``tdpbusd`` is the pixel's ``3 x C`` padded-input
 bytes, which NHWC stores contiguously: an A tile is 16 overlapping rows (stride C) of the quantized,
 zero-bordered input, no im2col copy. ``3 x C`` is padded up to whole 64-byte chunks with zero
-weights (C = 32: 96 -> 128, so those convs run at 3/4 of the tile rate; C = 64: exact). Widths run
-over whole 16-pixel tiles and heights over row pairs on zero-point padding; only real pixels are
-stored.
+weights (C = 32: 96 -> 128, so those convs run at 3/4 of the tile rate; C = 64: exact). A row of
+``w`` pixels is cut into ``ceil(w / 16)`` blocks of ``m = ceil(w / blocks)`` pixels (the A and
+accumulator tiles have ``m`` rows: a tile instruction's cost follows its rows, so a 20-pixel row costs
+2 x 10 rows, not 2 x 16); heights run over row pairs; the overhang reads zero-point padding and only
+real pixels are stored.
 
 Linux hands a process the tile state only after ``arch_prctl(ARCH_REQ_XCOMP_PERM,
 XFEATURE_XTILEDATA)`` (:func:`request_tile_permission`); without it the first tile instruction is
@@ -105,8 +107,8 @@ def conv_primfunc(n: int, h: int, w: int, c: int, f: int, *, relu: bool = False,
     import tvm
     from tvm.script import tirx as T
 
-    if c % 4 or f % 32 or c < 4:
-        raise CompileError(f"the AMX conv needs input channels in multiples of 4 and outputs in multiples of 32, got {c} -> {f}")
+    if c % 4 or f % 16 or c < 4:
+        raise CompileError(f"the AMX conv needs input channels in multiples of 4 and outputs in multiples of 16, got {c} -> {f}")
     if relu and residual:
         raise CompileError("ReLU or residual, not both")
     if output_uint8 and not relu:
@@ -114,14 +116,16 @@ def conv_primfunc(n: int, h: int, w: int, c: int, f: int, *, relu: bool = False,
     kh = kw = 3
     chunks = k_chunks(c, kw)
     rows_w = chunks * TILE_ROWS
-    xb = -(-w // TILE_ROWS)  # 16-pixel blocks per row
+    xb = -(-w // TILE_ROWS)  # pixel blocks per row, as even as they come (a tile's cost follows its rows)
+    m = -(-w // xb)  # pixels per block: the A and accumulator tiles' rows
     h2 = h + h % 2  # row pairs
     # the last A tile of a row reads up to chunks*64 bytes past its pixel: slack pixels after the border
     slack = -(-(chunks * TILE_BYTES - kw * c) // c)
-    pw = xb * TILE_ROWS + kw - 1 + slack
+    pw = xb * m + kw - 1 + slack
     ph = h2 + kh - 1
     pad_size = n * ph * pw * c
-    fpairs = f // 32
+    fb_n = 2 if f % 32 == 0 else 1  # output-channel blocks of 16 per tile group (2 x fb_n accumulator tiles)
+    fpairs = f // (16 * fb_n)
     in_dtype = "uint8" if input_uint8 else "float32"
     out_dtype = "uint8" if output_uint8 else "float32"
     f16 = f // 16
@@ -161,53 +165,53 @@ def conv_primfunc(n: int, h: int, w: int, c: int, f: int, *, relu: bool = False,
             cfg[0] = T.uint8(1)
             for t in T.unroll(8):
                 cfg[16 + 2 * t] = T.uint8(TILE_BYTES)
-                cfg[48 + t] = T.uint8(TILE_ROWS)
+                cfg[48 + t] = T.uint8(T.if_then_else(t < 6, m, TILE_ROWS))  # B tiles (6, 7): 16 k-quads
             T.evaluate(T.call_llvm_intrin("void", "llvm.x86.ldtilecfg", T.address_of(cfg[0])))
             i = T.meta_var(task // (h2 // 2))
             y0 = T.meta_var(task % (h2 // 2) * 2)
             for xo in range(xb):
                 for fp in range(fpairs):
-                    for t in T.unroll(4):
+                    for t in T.unroll(2 * fb_n):
                         T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilezero", T.Cast("int8", t)))
                     for ry in range(kh):
                         for kc in range(chunks):
                             for r in T.unroll(2):
                                 T.evaluate(T.call_llvm_intrin(
                                     "void", "llvm.x86.tileloadd64", T.Cast("int8", 4 + r),
-                                    T.address_of(qpad[((i * ph + y0 + r + ry) * pw + xo * 16) * c + kc * 64]), row_bytes))
-                            for fb in T.unroll(2):
+                                    T.address_of(qpad[((i * ph + y0 + r + ry) * pw + xo * m) * c + kc * 64]), row_bytes))
+                            for fb in T.unroll(fb_n):
                                 T.evaluate(T.call_llvm_intrin(
                                     "void", "llvm.x86.tileloadd64", T.Cast("int8", 6 + fb),
-                                    T.address_of(wq[((ry * rows_w + kc * 16) * f16 + fp * 2 + fb) * 64]), w_stride))
+                                    T.address_of(wq[((ry * rows_w + kc * 16) * f16 + fp * fb_n + fb) * 64]), w_stride))
                             for r in T.unroll(2):
-                                for fb in T.unroll(2):
-                                    T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tdpbusd", T.Cast("int8", r * 2 + fb),
+                                for fb in T.unroll(fb_n):
+                                    T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tdpbusd", T.Cast("int8", r * fb_n + fb),
                                                                   T.Cast("int8", 4 + r), T.Cast("int8", 6 + fb)))
-                    for t in T.unroll(4):
+                    for t in T.unroll(2 * fb_n):
                         T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilestored64", T.Cast("int8", t),
                                                       T.address_of(acc[t * 256]), T.int64(64)))
                     for r in range(2):
-                        for px in range(16):
-                            for fb in T.unroll(2):
+                        for px in range(m):
+                            for fb in T.unroll(fb_n):
                                 for o in T.vectorized(16):
-                                    if y0 + r < h and xo * 16 + px < w:
-                                        fo = T.meta_var((fp * 2 + fb) * 16 + o)
+                                    if y0 + r < h and xo * m + px < w:
+                                        fo = T.meta_var((fp * fb_n + fb) * 16 + o)
                                         if relu:
                                             if output_uint8:
-                                                out[i, y0 + r, xo * 16 + px, fo] = quant(T.max(
-                                                    T.Cast("float32", acc[(r * 2 + fb) * 256 + px * 16 + o] - comp[fo]) * scale[fo]
+                                                out[i, y0 + r, xo * m + px, fo] = quant(T.max(
+                                                    T.Cast("float32", acc[(r * fb_n + fb) * 256 + px * 16 + o] - comp[fo]) * scale[fo]
                                                     + b[fo], T.float32(0)), out_aq)
                                             else:
-                                                out[i, y0 + r, xo * 16 + px, fo] = T.max(
-                                                    T.Cast("float32", acc[(r * 2 + fb) * 256 + px * 16 + o] - comp[fo]) * scale[fo]
+                                                out[i, y0 + r, xo * m + px, fo] = T.max(
+                                                    T.Cast("float32", acc[(r * fb_n + fb) * 256 + px * 16 + o] - comp[fo]) * scale[fo]
                                                     + b[fo], T.float32(0))
                                         elif residual:
-                                            out[i, y0 + r, xo * 16 + px, fo] = res[i, y0 + r, xo * 16 + px, fo] + (
-                                                T.Cast("float32", acc[(r * 2 + fb) * 256 + px * 16 + o] - comp[fo]) * scale[fo]
+                                            out[i, y0 + r, xo * m + px, fo] = res[i, y0 + r, xo * m + px, fo] + (
+                                                T.Cast("float32", acc[(r * fb_n + fb) * 256 + px * 16 + o] - comp[fo]) * scale[fo]
                                                 + b[fo]) * T.float32(rs)
                                         else:
-                                            out[i, y0 + r, xo * 16 + px, fo] = (
-                                                T.Cast("float32", acc[(r * 2 + fb) * 256 + px * 16 + o] - comp[fo]) * scale[fo]
+                                            out[i, y0 + r, xo * m + px, fo] = (
+                                                T.Cast("float32", acc[(r * fb_n + fb) * 256 + px * 16 + o] - comp[fo]) * scale[fo]
                                                 + b[fo])
             T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilerelease"))
 

@@ -139,8 +139,9 @@ def quantize_unit(wdsr, batches, amx: bool = False) -> list[np.ndarray]:
     per int8 conv (:func:`int8_convs`) the packed int8 weights ``(kh, kw, C/4, F/16, 16, 4)`` (C and F
     padded up with zero weights), the zero-point compensation (i32, per real output channel), the
     dequantization scale (f32, per output channel), the bias and ``[1/input scale, zero point]``;
-    then the fp32 skip weights (HWIO) and bias. With ``amx`` the body convs' weights are the AMX
-    tiles of :func:`.amx.pack_weights` (flat), for :func:`int8_module`'s ``amx`` build."""
+    then the fp32 skip weights (HWIO) and bias. With ``amx`` (:func:`int8_module`'s ``amx`` build)
+    the weights of the convs :func:`on_amx` are the AMX tiles of :func:`.amx.pack_weights` (flat), and
+    the tail's and the skip's outputs are padded to 16 channels (zero weights)."""
     from ..models import fold_weight_norm
 
     plain = fold_weight_norm(wdsr).eval()
@@ -160,14 +161,25 @@ def quantize_unit(wdsr, batches, amx: bool = False) -> list[np.ndarray]:
         padded[:, :, :c, :f] = wq
         packed = np.ascontiguousarray(padded.reshape(kh, kw, cp // 4, 4, fp // 16, 16).transpose(0, 1, 2, 4, 5, 3))
         comp = (zp * wq.astype(np.int64).reshape(-1, f).sum(0)).astype(np.int32)
-        if amx and name.startswith("body."):
+        deq, bias = (s_in * w_scale).astype(np.float32), sd[f"{name}.bias"]
+        if amx and on_amx(name):
             from .amx import pack_weights
 
             packed = pack_weights(packed).ravel()
-        out += [packed, comp, (s_in * w_scale).astype(np.float32), sd[f"{name}.bias"],
-                np.array([1.0 / s_in, zp], dtype=np.float32)]
-    out += [hwio(sd["skip.weight"]), sd["skip.bias"]]
-    return out
+            comp, deq, bias = (np.pad(v, (0, fp - f)) for v in (comp, deq, bias))  # whole 16-channel tiles
+        out += [packed, comp, deq, bias, np.array([1.0 / s_in, zp], dtype=np.float32)]
+    skip_w, skip_b = hwio(sd["skip.weight"]), sd["skip.bias"]
+    if amx:  # the AMX tail adds all 16 channels of its tile: the skip conv computes them too (zero weights)
+        pad = -(-skip_b.shape[0] // 16) * 16 - skip_b.shape[0]
+        skip_w, skip_b = np.pad(skip_w, ((0, 0), (0, 0), (0, 0), (0, pad))), np.pad(skip_b, (0, pad))
+    return out + [skip_w, skip_b]
+
+
+def on_amx(name: str) -> bool:
+    """Whether the AMX build runs int8 conv ``name`` (:func:`int8_convs`) on tiles: the body convs
+    and the tail (its outputs padded to 16); the head's 3 input channels fill one 64-byte K chunk
+    to 19 % only, so it stays on VNNI."""
+    return name.startswith("body.") or name == "tail"
 
 
 def check_architecture(config: dict) -> None:
@@ -263,11 +275,12 @@ def _input_from_uint8(x, mean):
                       - tirx.const(mean, "float32"), name="from_uint8")
 
 
-def _shuffle_to_uint8(y, scale, mean):
+def _shuffle_to_uint8(y, scale, mean, colors=None):
     """Pixel shuffle + the input mean + ``to_uint8`` (clamp to [0, 1], x 255, round half to even):
-    uint8 NHWC SR patches, what the client stitches."""
+    uint8 NHWC SR patches, what the client stitches (``colors``: fewer than ``y``'s channels allow,
+    when they are padded)."""
     n, h, w, c = (int(v) for v in y.shape)
-    colors = c // (scale * scale)
+    colors = colors or c // (scale * scale)
 
     def value(i, yy, xx, ch):
         v = y[i, yy // scale, xx // scale, ch * scale * scale + (yy % scale) * scale + xx % scale] + tirx.const(mean, "float32")
@@ -282,13 +295,15 @@ def _relax_function(bb, config: dict, shape: StaticShape, amx: bool = False):
     scale, colors, mean = int(config["scale"]), int(config.get("n_colors", 3)), float(config.get("input_mean", 0.5))
     res_scale = float(config.get("res_scale", 1.0))
     out_ch = colors * scale * scale
+    skip_ch = -(-out_ch // 16) * 16 if amx else out_ch  # the AMX tail's tile: all 16 channels
     f32 = lambda *s: relax.TensorType(s, "float32")  # noqa: E731
-    sinfo = {"skip.w": f32(5, 5, colors, out_ch), "skip.b": f32(out_ch)}
+    sinfo = {"skip.w": f32(5, 5, colors, skip_ch), "skip.b": f32(skip_ch)}
     for i, name in enumerate(int8_convs(n_blocks)):
         c, f = ((colors, feats) if name == "head" else (feats, out_ch) if name == "tail"
                 else (feats, feats * exp) if i % 2 == 1 else (feats * exp, feats))
-        wq = ((3 * k_chunks(c) * 16 * f * 4,) if amx and name.startswith("body.")
-              else (3, 3, -(-c // 4), -(-f // 16), 16, 4))
+        tiles = amx and on_amx(name)
+        f = -(-f // 16) * 16 if tiles else f
+        wq = (3 * k_chunks(c) * 16 * f * 4,) if tiles else (3, 3, -(-c // 4), -(-f // 16), 16, 4)
         sinfo.update({f"{name}.wq": relax.TensorType(wq, "int8"),
                       f"{name}.comp": relax.TensorType((f,), "int32"), f"{name}.scale": f32(f),
                       f"{name}.b": f32(f), f"{name}.aq": f32(2)})
@@ -315,8 +330,12 @@ def _relax_function(bb, config: dict, shape: StaticShape, amx: bool = False):
                 t = bb.emit_te(conv_int8, h, *q(a), relu=True, out_aq=params[f"{b}.aq"], primfunc_name_hint="qconv_relu")
                 h = bb.emit_te(conv_int8, t, *q(b), residual=h, res_scale=res_scale, primfunc_name_hint="qconv_residual")
             skip = bb.emit_te(conv_fp32, xin, params["skip.w"], params["skip.b"], primfunc_name_hint="conv_skip")
-            y = bb.emit_te(conv_int8, h, *q("tail"), residual=skip, primfunc_name_hint="qconv_tail")
-            out = bb.emit_output(bb.emit_te(_shuffle_to_uint8, y, scale, mean, primfunc_name_hint="to_uint8"))
+            if amx:
+                tail = bb.add_func(conv_primfunc(n, hh, ww, feats, skip_ch, residual=True), "amx_conv_tail")
+                y = bb.emit(relax.call_tir(tail, [h, *q("tail"), skip], relax.TensorType((n, hh, ww, skip_ch), "float32")))
+            else:
+                y = bb.emit_te(conv_int8, h, *q("tail"), residual=skip, primfunc_name_hint="qconv_tail")
+            out = bb.emit_output(bb.emit_te(_shuffle_to_uint8, y, scale, mean, colors, primfunc_name_hint="to_uint8"))
         bb.emit_func_output(out)
 
 

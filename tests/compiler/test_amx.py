@@ -59,8 +59,8 @@ def test_amx_runtime_needs_amx_and_leaves_the_vnni_runtime_alone():
     assert unsupported_reason("tvm_int8", epyc) is None
     assert unsupported_reason("tvm_amx_int8", epyc | {"amx_tile", "amx_int8", "amx_bf16"}) is None
     assert not A.has_amx_int8(epyc) and A.has_amx_int8(epyc | {"amx_tile", "amx_int8"})
-    with pytest.raises(C.CompileError, match="multiples of 32"):
-        A.conv_primfunc(1, 4, 4, 32, 48)
+    with pytest.raises(C.CompileError, match="multiples of 16"):
+        A.conv_primfunc(1, 4, 4, 32, 40)
     if not A.has_amx_int8():
         with pytest.raises(C.CompileError, match="no AMX"):
             A.request_tile_permission()
@@ -68,7 +68,7 @@ def test_amx_runtime_needs_amx_and_leaves_the_vnni_runtime_alone():
 
 @needs_amx
 @pytest.mark.parametrize("n,h,w,c,f,kind", [(2, 7, 19, 32, 64, "relu_u8"), (2, 8, 16, 64, 32, "residual"),
-                                            (1, 5, 33, 32, 64, "relu")])
+                                            (1, 5, 33, 32, 64, "relu"), (1, 4, 16, 32, 16, "residual")])
 def test_amx_conv_matches_numpy(n, h, w, c, f, kind):
     """Odd heights (a half-used row pair) and widths that are not whole 16-pixel tiles included."""
     A.request_tile_permission()
