@@ -32,7 +32,8 @@ NOT_BUILT = {
                      "cannot call it: the default TIR pipeline legalizes every bf16 value to fp32 compute / "
                      "u16 storage before codegen (BF16ComputeLegalize, BF16StorageLegalize), and the "
                      "intrinsic takes <32 x bfloat>; without AMX, int8 vpdpbusd (4x) is the faster reduced "
-                     "precision, built as tvm_int8",
+                     "precision, built as tvm_int8; on AMX the tile path (tdpbf16ps on uint16-stored bf16) is "
+                     "not built yet: AMX int8 (tvm_amx_int8) has twice its multiply-add rate",
 }
 
 

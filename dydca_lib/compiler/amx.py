@@ -221,3 +221,28 @@ def conv_primfunc(n: int, h: int, w: int, c: int, f: int, *, relu: bool = False,
             if (name != "res" or residual) and (name != "out_aq" or output_uint8)]
     func = tvm.tirx.PrimFunc(keep, conv.body, conv.ret_type, conv.attrs)
     return func.with_attr("tirx.is_scheduled", True)
+
+
+def tile_instruction_mix(func, target=None) -> dict:
+    """The tile instructions LLVM makes of an AMX conv ``func`` (:func:`conv_primfunc`), in the keys
+    of :func:`.schedules.hot_loop` so the two sit in one table: ``fma`` = ``tdpbusd`` (each
+    ``TILE_ROWS x 16 x 64`` multiply-adds), ``loads`` = ``tileloadd`` (activation and weight tiles),
+    ``accumulators`` = distinct accumulator tiles, ``fma_per_load``; ``other``: ``tilezero``,
+    ``tilestored``, ``ldtilecfg`` and ``tilerelease``. The kernel rows are unrolled whole, so this is
+    the whole function's tile code, not one self-looping block."""
+    import re
+
+    import tvm
+
+    target = target or amx_target()
+    with tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target:
+        ex = tvm.compile(tvm.IRModule({"kernel": func.with_attr("global_symbol", "kernel")}), target=target)
+    asm = ex.mod.inspect_source("asm")
+    ins = [ln.split("#")[0].strip() for ln in asm.splitlines() if ln.startswith("\t") and not ln.startswith("\t.")]
+    tiles = [i for i in ins if re.match(r"(tdp|tile|ldtilecfg|sttilecfg)", i)]
+    dots = [i for i in tiles if i.startswith("tdpbusd")]
+    loads = [i for i in tiles if i.startswith("tileloadd")]
+    return {"label": "tile code (whole kernel)", "instructions": len(tiles), "fma": len(dots), "fma_zmm": 0,
+            "broadcasts": 0, "loads": len(loads), "other": len(tiles) - len(dots) - len(loads),
+            "accumulators": len({re.findall(r"%(tmm\d)", i)[-1] for i in dots}),
+            "fma_per_load": round(len(dots) / max(1, len(loads)), 2), "text": "\n".join(tiles)}
