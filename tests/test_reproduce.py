@@ -68,6 +68,25 @@ def test_report_gathers_tables_and_says_what_did_not_run(tmp_root):
     assert (results_dir("t") / "REPORT.html").read_text().startswith("<!doctype html>")
 
 
+def test_report_sets_the_papers_fps_beside_the_fastest_client_per_resolution_and_cpu(tmp_root):
+    from dydca_lib import report
+    from dydca_lib.io import ResultDir
+    from dydca_lib.paths import results_dir
+    from dydca_lib.runinfo import run_metadata
+
+    best = {"fastest_within_tolerance": {"runtime": "tvm_amx_int8", "precision": "int8", "fps": 15.25}}
+    out = ResultDir(results_dir("t", "06_on_device"))
+    meta = run_metadata({"profile": "t"}, 0, headline={"fastest_client_within_0_05_db": {"Dy-DCA": {"540p": best, "clip": {
+        "fastest_within_tolerance": {**best["fastest_within_tolerance"], "fps": 40.0}}}, "one model per video": {"clip": best}}})
+    meta["machine"].update(cpu_model="Intel(R) Xeon(R)", cpu_precision_flags=["avx512f", "amx_int8"])
+    out.json(meta, "metrics")
+    out.commit()
+    text = report.build_report("t").read_text()
+    assert ("| Dy-DCA FPS at 540p LR, fastest client within 0.05 dB of fp32 (tvm_amx_int8, int8; Intel(R) Xeon(R), AMX)"
+            " | 33.0 | 15.25 |" in text)
+    assert "Dy-DCA FPS at clip LR" in text and text.count("fastest client within 0.05 dB") == 2  # Dy-DCA's rows only
+
+
 def test_compare_results_separates_measurements_from_results(tmp_path):
     import pandas as pd
 
