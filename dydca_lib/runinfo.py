@@ -74,6 +74,28 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def has_amx_int8(flags=None) -> bool:
+    """Whether the CPU reports AMX int8 tiles (``amx_tile`` and ``amx_int8``; ``flags``: /proc/cpuinfo's when omitted)."""
+    return {"amx_tile", "amx_int8"} <= set(cpu_flags() if flags is None else flags)
+
+
+_ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA, _SYS_ARCH_PRCTL = 0x1023, 18, 158  # x86-64 Linux
+
+
+def request_amx_tile_permission() -> None:
+    """Ask Linux for this process's AMX tile state (Linux >= 5.16 hands it out only on request;
+    without it the first tile instruction is a SIGILL). Idempotent; every thread inherits it.
+    Raises ``RuntimeError`` where the CPU has no AMX or the kernel refuses."""
+    import ctypes
+
+    if not has_amx_int8():
+        raise RuntimeError("this CPU has no AMX int8 tiles (amx_tile/amx_int8 missing in /proc/cpuinfo)")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) != 0:
+        raise RuntimeError(f"arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA) failed (errno {ctypes.get_errno()}): "
+                           "the kernel does not give this process the AMX tile state")
+
+
 # the reduced-precision features a CPU client or trainer can use (recorded with every run)
 PRECISION_FLAGS = ("avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_bf16", "amx_int8")
 

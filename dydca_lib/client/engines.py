@@ -130,9 +130,9 @@ class TvmEngine(Engine):
         self.tvm = tvm
         meta = bundle["tvm"]
         if meta.get("kernels_from") == "amx_int8":  # the tile state must be granted before the first tile instruction
-            from ..compiler.amx import request_tile_permission
+            from ..runinfo import request_amx_tile_permission
 
-            request_tile_permission()
+            request_amx_tile_permission()
         t0 = time.perf_counter()
         self.vm = VirtualMachine(tvm.runtime.load_module(meta["lib"]), tvm.cpu())
         self.load_seconds = time.perf_counter() - t0

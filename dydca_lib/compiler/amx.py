@@ -32,40 +32,23 @@ a SIGILL. Weights: :func:`pack_weights` (from :func:`.int8.quantize_unit`'s VNNI
 
 from __future__ import annotations
 
-import ctypes
-import functools
-
 import numpy as np
 
 from . import CompileError
+from .. import runinfo
+from ..runinfo import has_amx_int8  # noqa: F401  (re-exported: the compiler's tests and notebooks ask here)
 
-ARCH_REQ_XCOMP_PERM = 0x1023
-XFEATURE_XTILEDATA = 18
-SYS_ARCH_PRCTL = 158  # x86-64
 TILE_ROWS, TILE_BYTES = 16, 64  # every tile here: 16 rows x 64 bytes
 AMX_MATTR = ["+avx512vnni", "+amx-tile", "+amx-int8", "+amx-bf16"]
 
 
-def has_amx_int8(flags=None) -> bool:
-    """Whether the CPU reports ``amx_tile`` and ``amx_int8`` (``flags``: /proc/cpuinfo's when omitted)."""
-    if flags is None:
-        from ..runinfo import cpu_flags
-
-        flags = cpu_flags()
-    return {"amx_tile", "amx_int8"} <= set(flags)
-
-
-@functools.cache
 def request_tile_permission() -> None:
-    """Ask Linux for the AMX tile state of this process (once; every thread inherits it).
-    Raises :class:`CompileError` where the CPU or kernel refuses (no AMX, Linux < 5.16)."""
-    if not has_amx_int8():
-        raise CompileError("this CPU has no AMX int8 tiles (amx_tile/amx_int8 missing in /proc/cpuinfo)")
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0:
-        err = ctypes.get_errno()
-        raise CompileError(f"arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA) failed (errno {err}): "
-                           "the kernel does not give this process the AMX tile state")
+    """Ask Linux for the AMX tile state of this process (:func:`dydca_lib.runinfo.request_amx_tile_permission`);
+    :class:`CompileError` where the CPU or kernel refuses."""
+    try:
+        runinfo.request_amx_tile_permission()
+    except RuntimeError as e:
+        raise CompileError(str(e)) from None
 
 
 def amx_target(num_cores: int | None = None) -> "tvm.target.Target":
