@@ -88,8 +88,8 @@ def request_amx_tile_permission() -> None:
     Raises ``RuntimeError`` where the CPU has no AMX or the kernel refuses."""
     import ctypes
 
-    if not has_amx_int8():
-        raise RuntimeError("this CPU has no AMX int8 tiles (amx_tile/amx_int8 missing in /proc/cpuinfo)")
+    if "amx_tile" not in cpu_flags():
+        raise RuntimeError("this CPU has no AMX tiles (amx_tile missing in /proc/cpuinfo)")
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) != 0:
         raise RuntimeError(f"arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA) failed (errno {ctypes.get_errno()}): "

@@ -27,13 +27,11 @@ NOT_BUILT = {
                        "torchao, which this project does not install; ONNX Runtime is the int8 peer",
     ("onnxruntime", "bf16"): "ONNX Runtime's CPU provider has no bf16 Conv kernel (it would insert casts and run fp32)",
     ("onnxruntime", "fp16"): "MLAS has fp16 convolutions on ARM64 only; on x86 the CPU provider runs fp16 graphs in fp32",
-    ("tvm", "bf16"): "not built: TVM 0.27 ships no x86 bf16 dot-product intrinsic, LLVM does not form "
-                     "vdpbf16ps (AVX512-BF16: 2x the fp32 FMA rate) from TIR loops, and a tensor intrinsic "
-                     "cannot call it: the default TIR pipeline legalizes every bf16 value to fp32 compute / "
-                     "u16 storage before codegen (BF16ComputeLegalize, BF16StorageLegalize), and the "
-                     "intrinsic takes <32 x bfloat>; without AMX, int8 vpdpbusd (4x) is the faster reduced "
-                     "precision, built as tvm_int8; on AMX the tile path (tdpbf16ps on uint16-stored bf16) is "
-                     "not built yet: AMX int8 (tvm_amx_int8) has twice its multiply-add rate",
+    ("tvm", "bf16"): "not built without AMX: TVM 0.27 ships no x86 bf16 dot-product intrinsic, LLVM does not "
+                     "form vdpbf16ps (AVX512-BF16: 2x the fp32 FMA rate) from TIR loops, and the default TIR "
+                     "pipeline legalizes every bf16 value to fp32 before codegen; there int8 vpdpbusd (4x) is the "
+                     "faster reduced precision (tvm_int8). With AMX: tvm_amx_bf16 (tdpbf16ps on bf16 bits "
+                     "stored as uint16, so the legalization never sees them)",
 }
 
 
@@ -44,7 +42,10 @@ def support_table(runtimes, flags=None) -> pd.DataFrame:
         why = unsupported_reason(rt, flags)
         rows.append({"runtime": rt, "precision": precision_of(rt), "built": True, "runs_here": why is None,
                      "note": why or RUNTIMES[rt]})
+    runs = {(rt.split("_")[0], precision_of(rt)) for r, rt in zip(rows, runtimes) if r["runs_here"]}
     for (family, prec), why in NOT_BUILT.items():
+        if (family, prec) in runs:  # e.g. TVM bf16: built for AMX (tvm_amx_bf16), and this CPU has it
+            continue
         rows.append({"runtime": family, "precision": prec, "built": False, "runs_here": False, "note": why})
     return pd.DataFrame(rows)
 

@@ -24,19 +24,24 @@ RUNTIMES = {
     "onnxruntime_int8": "ONNX Runtime, int8 QDQ (static, per-channel weights, calibrated on training frames)",
     "tvm_int8": "TVM static, trunk convs (head, body, tail) int8 on AVX-512 VNNI (static activations calibrated on "
                 "training frames, per-channel weights), skip conv fp32; hand-written schedules",
-    "tvm_amx_int8": "TVM static, tvm_int8 with the 3x3 body convs on AMX tiles (tdpbusd, hand-written TensorIR); "
-                    "head and tail on VNNI, skip conv fp32",
+    "tvm_amx_int8": "TVM static, tvm_int8 with the body and tail convs on AMX tiles (tdpbusd, hand-written TensorIR); "
+                    "head on VNNI, skip conv fp32",
+    "tvm_amx_bf16": "TVM static, the trunk's convs (head, body, tail) in bf16 on AMX tiles (tdpbf16ps, fp32 "
+                    "accumulation, hand-written TensorIR), skip conv fp32: PyTorch bf16's split, no calibration",
     "torch_ref_cuda": "PyTorch eager on CUDA, reference (1 patch per call)",
     "torch_batched_cuda": "PyTorch eager on CUDA, batched by shape",
 }
-TVM_RUNTIMES = ("tvm", "tvm_manual", "tvm_winograd", "tvm_int8", "tvm_amx_int8")  # one library + weights: tuning database / hand-written direct / Winograd / int8 VNNI / int8 AMX
+# one library + weights: tuning database / hand-written direct / Winograd / int8 VNNI / int8 AMX / bf16 AMX
+TVM_RUNTIMES = ("tvm", "tvm_manual", "tvm_winograd", "tvm_int8", "tvm_amx_int8", "tvm_amx_bf16")
+LOW_PRECISION_TVM = {"tvm_int8": "int8", "tvm_amx_int8": "amx_int8", "tvm_amx_bf16": "amx_bf16"}  # runtime -> library kernels
 CUDA_RUNTIMES = ("torch_ref_cuda", "torch_batched_cuda")  # need a GPU; frames stay in host memory, copies are timed
-PRECISION = {"torch_batched_bf16": "bf16", "onnxruntime_int8": "int8", "tvm_int8": "int8", "tvm_amx_int8": "int8"}  # the rest compute in fp32
+PRECISION = {"torch_batched_bf16": "bf16", "onnxruntime_int8": "int8", "tvm_int8": "int8", "tvm_amx_int8": "int8",
+             "tvm_amx_bf16": "bf16"}  # the rest compute in fp32
 # the CPU features that make a precision worth running (without them oneDNN emulates bf16 and MLAS
 # runs int8 without VNNI dot products: slower than fp32, so those rows are skipped, not timed)
 PRECISION_CPU_FLAGS = {"bf16": ("avx512_bf16", "amx_bf16"), "int8": ("avx512_vnni", "avx_vnni", "amx_int8")}
-# tvm_int8's kernels use the 512-bit vpdpbusd only; tvm_amx_int8 needs AMX tiles (amx_int8 implies amx_tile)
-RUNTIME_CPU_FLAGS = {"tvm_int8": ("avx512_vnni",), "tvm_amx_int8": ("amx_int8",)}
+# tvm_int8's kernels use the 512-bit vpdpbusd only; the AMX builds need the tiles (amx_int8/amx_bf16 imply amx_tile)
+RUNTIME_CPU_FLAGS = {"tvm_int8": ("avx512_vnni",), "tvm_amx_int8": ("amx_int8",), "tvm_amx_bf16": ("amx_bf16",)}
 
 
 def precision_of(runtime: str) -> str:
@@ -179,11 +184,11 @@ def export_bundle(units: dict, runtime: str, out_dir: Path, *, scale: int, conte
         for u, unit in units.items():
             bundle["units"][str(u)] = {"file": str(f), "bytes": size, "weight_bytes": _weight_bytes(unit)}
         return bundle
-    if runtime in ("tvm_int8", "tvm_amx_int8"):
+    if runtime in LOW_PRECISION_TVM:
         from ..compiler.library import int8_library
 
         so, meta = int8_library(units, plans or {}, scale, context, max_batch,
-                                Path(cache_dir) if cache_dir else _default_cache(), amx=runtime == "tvm_amx_int8")
+                                Path(cache_dir) if cache_dir else _default_cache(), kernels=LOW_PRECISION_TVM[runtime])
     elif runtime in TVM_RUNTIMES:
         from ..compiler.library import tvm_library
 
@@ -219,12 +224,14 @@ def export_bundle(units: dict, runtime: str, out_dir: Path, *, scale: int, conte
             f = out_dir / f"unit{u}.onnx"
             size = export_onnx_int8(unit, f, calibration[u] if u in calibration else calibration[str(u)])
             weights = int(sum(numpy_helper.to_array(t).nbytes for t in onnx.load(str(f)).graph.initializer))
-        elif runtime in ("tvm_int8", "tvm_amx_int8"):
+        elif runtime in LOW_PRECISION_TVM:  # int8: quantized with the calibration patches; bf16: rounded
+            from ..compiler.bf16 import pack_unit
             from ..compiler.int8 import quantize_unit
 
             f = out_dir / f"unit{u}.npz"
-            arrays = quantize_unit(unit, calibration[u] if u in calibration else calibration[str(u)],
-                                   amx=runtime == "tvm_amx_int8")
+            arrays = (pack_unit(unit) if precision == "bf16" else
+                      quantize_unit(unit, calibration[u] if u in calibration else calibration[str(u)],
+                                    amx=runtime == "tvm_amx_int8"))
             np.savez(f, *arrays)
             size, weights = f.stat().st_size, int(sum(a.nbytes for a in arrays))
         else:

@@ -129,7 +129,7 @@ class TvmEngine(Engine):
             from tvm.relax import VirtualMachine
         self.tvm = tvm
         meta = bundle["tvm"]
-        if meta.get("kernels_from") == "amx_int8":  # the tile state must be granted before the first tile instruction
+        if str(meta.get("kernels_from")).startswith("amx"):  # the tile state must be granted before the first tile instruction
             from ..runinfo import request_amx_tile_permission
 
             request_amx_tile_permission()
@@ -167,7 +167,7 @@ class TvmEngine(Engine):
 
 
 ENGINES = {"torch_ref": TorchEngine, "torch_batched": TorchEngine, "onnxruntime": OrtEngine, "tvm": TvmEngine,
-           "tvm_manual": TvmEngine, "tvm_winograd": TvmEngine, "tvm_int8": TvmEngine, "tvm_amx_int8": TvmEngine,
+           "tvm_manual": TvmEngine, "tvm_winograd": TvmEngine, "tvm_int8": TvmEngine, "tvm_amx_int8": TvmEngine, "tvm_amx_bf16": TvmEngine,
            "torch_batched_bf16": TorchEngine, "onnxruntime_int8": OrtEngine,
            "torch_ref_cuda": TorchEngine, "torch_batched_cuda": TorchEngine}
 

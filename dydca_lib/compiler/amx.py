@@ -62,9 +62,14 @@ def amx_target(num_cores: int | None = None) -> "tvm.target.Target":
     return tvm.target.Target({**cfg, "mcpu": cfg.get("mcpu") or "skylake-avx512", "mattr": AMX_MATTR})
 
 
-def k_chunks(c: int, kw: int = 3) -> int:
-    """64-byte K chunks of one kernel row: ``kw x c`` input bytes rounded up."""
-    return -(-kw * c // TILE_BYTES)
+PRECISIONS = {"int8": ("uint8", "int8", "llvm.x86.tdpbusd"), "bf16": ("uint16", "uint16", "llvm.x86.tdpbf16ps")}
+"""Per precision: the stored activation type, the weight type (bf16 as its bits, uint16, so TVM's bf16
+legalization never sees it) and the tile instruction (int32 += u8 x s8 / fp32 += bf16 x bf16)."""
+
+
+def k_chunks(c: int, kw: int = 3, element_bytes: int = 1) -> int:
+    """64-byte K chunks of one kernel row: ``kw x c`` input elements rounded up."""
+    return -(-kw * c * element_bytes // TILE_BYTES)
 
 
 def pack_weights(vnni: np.ndarray) -> np.ndarray:
@@ -80,75 +85,121 @@ def pack_weights(vnni: np.ndarray) -> np.ndarray:
     return out
 
 
+def bf16_bits(x: np.ndarray) -> np.ndarray:
+    """fp32 -> bf16 bits (uint16), rounded to nearest even as ``torch.Tensor.bfloat16`` does."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def pack_bf16_weights(hwio: np.ndarray, c_pad: int | None = None) -> np.ndarray:
+    """fp32 HWIO weights -> bf16 B tiles ``(kh, R, F/16, 16, 2)`` (uint16): per kernel row the pairs of
+    (kernel column, input channel) in NHWC order; input channels padded to ``c_pad``, outputs to a
+    multiple of 16 and the pairs to ``R = 16 x`` :func:`k_chunks` rows, all with zeros."""
+    kh, kw, c, f = hwio.shape
+    c_pad, fp = int(c_pad or c), -(-f // 16) * 16
+    if c_pad < c or c_pad % 2:
+        raise CompileError(f"bf16 tiles pair input channels: c_pad must be even and >= {c}, got {c_pad}")
+    rows = k_chunks(c_pad, kw, 2) * TILE_ROWS
+    w = np.zeros((kh, kw, c_pad, fp), np.float32)
+    w[:, :, :c, :f] = hwio
+    k = np.zeros((kh, 2 * rows, fp), np.float32)
+    k[:, :kw * c_pad] = w.reshape(kh, kw * c_pad, fp)
+    return np.ascontiguousarray(bf16_bits(k).reshape(kh, rows, 2, fp // 16, 16).transpose(0, 1, 3, 4, 2))
+
+
 def conv_primfunc(n: int, h: int, w: int, c: int, f: int, *, relu: bool = False, residual: bool = False,
-                  res_scale: float = 1.0, input_uint8: bool = False, output_uint8: bool = False):
+                  res_scale: float = 1.0, narrow_input: bool = False, narrow_output: bool = False,
+                  precision: str = "int8", c_in: int | None = None):
     """The AMX 3x3 same-padded NHWC conv of the module docstring for one static shape, as a TIR
-    PrimFunc over ``(x, wq, comp, scale, b, aq[, residual][, out_aq], out)``: ``x`` fp32 (quantized
-    with ``aq = [1/scale, zero point]`` while padding) or uint8 already quantized; ``wq``
-    :func:`pack_weights`'s tiles; the output ``(acc - comp) * scale + b`` then ReLU, or
-    ``residual + res_scale x that``; uint8 requantized with ``out_aq`` when ``output_uint8``."""
+    PrimFunc. int8 (``tdpbusd``): over ``(x, wq, comp, scale, b, aq[, residual][, out_aq], out)``;
+    ``x`` fp32 (quantized with ``aq = [1/scale, zero point]`` while padding) or, ``narrow_input``,
+    uint8 already quantized; ``wq`` :func:`pack_weights`'s tiles; the output ``(acc - comp) x scale + b``
+    then ReLU, or ``residual + res_scale x that``; with ``narrow_output`` (a ReLU conv) uint8
+    requantized with ``out_aq``. bf16 (``tdpbf16ps``): over ``(x, wq, b[, residual], out)``; ``x`` fp32
+    (rounded to bf16 while padding) or bf16 bits (uint16); ``wq`` :func:`pack_bf16_weights`'s tiles;
+    the output ``acc + b``, ReLU or residual as in int8, bf16 bits with ``narrow_output``. ``c_in``:
+    ``x``'s channels when fewer than ``c`` (the rest padded: zero point / zero)."""
     import tvm
     from tvm.script import tirx as T
 
-    if c % 4 or f % 16 or c < 4:
-        raise CompileError(f"the AMX conv needs input channels in multiples of 4 and outputs in multiples of 16, got {c} -> {f}")
+    if precision not in PRECISIONS:
+        raise CompileError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    act, wdt, dot = PRECISIONS[precision]
+    eb = 2 if precision == "bf16" else 1  # bytes per element
+    if c % (4 // eb) or f % 16 or c < 4 // eb:
+        raise CompileError(f"the AMX conv needs input channels in multiples of {4 // eb} and outputs in "
+                           f"multiples of 16, got {c} -> {f}")
+    c_in = int(c_in or c)
+    if not 0 < c_in <= c:
+        raise CompileError(f"c_in must be in 1..{c}, got {c_in}")
     if relu and residual:
         raise CompileError("ReLU or residual, not both")
-    if output_uint8 and not relu:
-        raise CompileError("only a ReLU conv stores the next conv's uint8 input")
+    if narrow_output and not relu:
+        raise CompileError("only a ReLU conv stores the next conv's narrow input")
     kh = kw = 3
-    chunks = k_chunks(c, kw)
+    per_chunk = TILE_BYTES // eb  # K elements per tile row
+    chunks = k_chunks(c, kw, eb)
     rows_w = chunks * TILE_ROWS
     xb = -(-w // TILE_ROWS)  # pixel blocks per row, as even as they come (a tile's cost follows its rows)
     m = -(-w // xb)  # pixels per block: the A and accumulator tiles' rows
     h2 = h + h % 2  # row pairs
-    # the last A tile of a row reads up to chunks*64 bytes past its pixel: slack pixels after the border
-    slack = -(-(chunks * TILE_BYTES - kw * c) // c)
+    # the last A tile of a row reads up to chunks x 64 bytes past its pixel: slack pixels after the border
+    slack = -(-(chunks * per_chunk - kw * c) // c)
     pw = xb * m + kw - 1 + slack
     ph = h2 + kh - 1
     pad_size = n * ph * pw * c
     fb_n = 2 if f % 32 == 0 else 1  # output-channel blocks of 16 per tile group (2 x fb_n accumulator tiles)
     fpairs = f // (16 * fb_n)
-    in_dtype = "uint8" if input_uint8 else "float32"
-    out_dtype = "uint8" if output_uint8 else "float32"
+    in_dtype = act if narrow_input else "float32"
+    out_dtype = act if narrow_output else "float32"
+    acc_dtype = "int32" if precision == "int8" else "float32"
     f16 = f // 16
     rs = float(res_scale)
-    row_bytes = T.int64(c)  # A tile row stride: one pixel
-    w_stride = T.int64(f * 4)  # B tile row stride: one k-quad of every output channel
+    row_bytes = T.int64(c * eb)  # A tile row stride: one pixel
+    w_stride = T.int64(f * 4)  # B tile row stride: 4 bytes (a k-quad / a bf16 pair) of every output channel
 
     def quant(v, aq):
         return T.Cast("uint8", T.max(T.min(T.round(v * aq[0]) + aq[1], T.float32(255)), T.float32(0)))
 
+    def to_bf16(v):  # round to nearest even, as torch's .bfloat16()
+        u = T.reinterpret("uint32", v)
+        return T.Cast("uint16", (u + T.uint32(0x7FFF) + ((u >> T.uint32(16)) & T.uint32(1))) >> T.uint32(16))
+
+    def narrow(v, aq):
+        return quant(v, aq) if precision == "int8" else to_bf16(v)
+
+    def value(a, fo, comp, scale, b):
+        return (T.Cast("float32", a - comp[fo]) * scale[fo] if precision == "int8" else a) + b[fo]
+
     @T.prim_func(s_tir=False)
-    def conv(x: T.Buffer((n, h, w, c), in_dtype), wq: T.Buffer((kh * rows_w * f16 * 64,), "int8"),
+    def conv(x: T.Buffer((n, h, w, c_in), in_dtype), wq: T.Buffer((kh * rows_w * f16 * 64 // eb,), wdt),
              comp: T.Buffer((f,), "int32"), scale: T.Buffer((f,), "float32"), b: T.Buffer((f,), "float32"),
              aq: T.Buffer((2,), "float32"), res: T.Buffer((n, h, w, f), "float32"),
              out_aq: T.Buffer((2,), "float32"), out: T.Buffer((n, h, w, f), out_dtype)):
         T.func_attr({"tirx.noalias": True})
-        qpad = T.alloc_buffer((pad_size,), "uint8")
-        zp = T.meta_var(T.Cast("uint8", aq[1]))
+        qpad = T.alloc_buffer((pad_size,), act)
+        border = T.meta_var(T.Cast("uint8", aq[1]) if precision == "int8" else T.uint16(0))
         for iy in T.parallel(n * ph):
             for xx in range(pw):
                 for ch in T.vectorized(c):
                     i = T.meta_var(iy // ph)
                     yy = T.meta_var(iy % ph)
-                    if input_uint8:
+                    src = T.meta_var(x[i, T.min(T.max(yy - 1, 0), h - 1), T.min(T.max(xx - 1, 0), w - 1), T.min(ch, c_in - 1)])
+                    if narrow_input:
                         qpad[(iy * pw + xx) * c + ch] = T.if_then_else(
-                            1 <= yy and yy <= h and 1 <= xx and xx <= w,
-                            x[i, T.min(T.max(yy - 1, 0), h - 1), T.min(T.max(xx - 1, 0), w - 1), ch], zp)
+                            1 <= yy and yy <= h and 1 <= xx and xx <= w and ch < c_in, src, border)
                     else:
                         qpad[(iy * pw + xx) * c + ch] = T.if_then_else(
-                            1 <= yy and yy <= h and 1 <= xx and xx <= w,
-                            quant(x[i, T.min(T.max(yy - 1, 0), h - 1), T.min(T.max(xx - 1, 0), w - 1), ch], aq), zp)
+                            1 <= yy and yy <= h and 1 <= xx and xx <= w and ch < c_in, narrow(src, aq), border)
         for task in T.parallel(n * (h2 // 2)):
             cfg = T.alloc_buffer((64,), "uint8", scope="local")
-            acc = T.alloc_buffer((4 * 256,), "int32", scope="local")
+            acc = T.alloc_buffer((4 * 256,), acc_dtype, scope="local")
             for k in range(64):
                 cfg[k] = T.uint8(0)
             cfg[0] = T.uint8(1)
             for t in T.unroll(8):
                 cfg[16 + 2 * t] = T.uint8(TILE_BYTES)
-                cfg[48 + t] = T.uint8(T.if_then_else(t < 6, m, TILE_ROWS))  # B tiles (6, 7): 16 k-quads
+                cfg[48 + t] = T.uint8(T.if_then_else(t < 6, m, TILE_ROWS))  # B tiles (6, 7): 16 rows of K
             T.evaluate(T.call_llvm_intrin("void", "llvm.x86.ldtilecfg", T.address_of(cfg[0])))
             i = T.meta_var(task // (h2 // 2))
             y0 = T.meta_var(task % (h2 // 2) * 2)
@@ -161,14 +212,15 @@ def conv_primfunc(n: int, h: int, w: int, c: int, f: int, *, relu: bool = False,
                             for r in T.unroll(2):
                                 T.evaluate(T.call_llvm_intrin(
                                     "void", "llvm.x86.tileloadd64", T.Cast("int8", 4 + r),
-                                    T.address_of(qpad[((i * ph + y0 + r + ry) * pw + xo * m) * c + kc * 64]), row_bytes))
+                                    T.address_of(qpad[((i * ph + y0 + r + ry) * pw + xo * m) * c + kc * per_chunk]),
+                                    row_bytes))
                             for fb in T.unroll(fb_n):
                                 T.evaluate(T.call_llvm_intrin(
                                     "void", "llvm.x86.tileloadd64", T.Cast("int8", 6 + fb),
-                                    T.address_of(wq[((ry * rows_w + kc * 16) * f16 + fp * fb_n + fb) * 64]), w_stride))
+                                    T.address_of(wq[((ry * rows_w + kc * 16) * f16 + fp * fb_n + fb) * per_chunk]), w_stride))
                             for r in T.unroll(2):
                                 for fb in T.unroll(fb_n):
-                                    T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tdpbusd", T.Cast("int8", r * fb_n + fb),
+                                    T.evaluate(T.call_llvm_intrin("void", dot, T.Cast("int8", r * fb_n + fb),
                                                                   T.Cast("int8", 4 + r), T.Cast("int8", 6 + fb)))
                     for t in T.unroll(2 * fb_n):
                         T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilestored64", T.Cast("int8", t),
@@ -179,29 +231,25 @@ def conv_primfunc(n: int, h: int, w: int, c: int, f: int, *, relu: bool = False,
                                 for o in T.vectorized(16):
                                     if y0 + r < h and xo * m + px < w:
                                         fo = T.meta_var((fp * fb_n + fb) * 16 + o)
+                                        v = T.meta_var(value(acc[(r * fb_n + fb) * 256 + px * 16 + o], fo, comp, scale, b))
                                         if relu:
-                                            if output_uint8:
-                                                out[i, y0 + r, xo * m + px, fo] = quant(T.max(
-                                                    T.Cast("float32", acc[(r * fb_n + fb) * 256 + px * 16 + o] - comp[fo]) * scale[fo]
-                                                    + b[fo], T.float32(0)), out_aq)
+                                            if narrow_output:
+                                                out[i, y0 + r, xo * m + px, fo] = narrow(T.max(v, T.float32(0)), out_aq)
                                             else:
-                                                out[i, y0 + r, xo * m + px, fo] = T.max(
-                                                    T.Cast("float32", acc[(r * fb_n + fb) * 256 + px * 16 + o] - comp[fo]) * scale[fo]
-                                                    + b[fo], T.float32(0))
+                                                out[i, y0 + r, xo * m + px, fo] = T.max(v, T.float32(0))
                                         elif residual:
-                                            out[i, y0 + r, xo * m + px, fo] = res[i, y0 + r, xo * m + px, fo] + (
-                                                T.Cast("float32", acc[(r * fb_n + fb) * 256 + px * 16 + o] - comp[fo]) * scale[fo]
-                                                + b[fo]) * T.float32(rs)
+                                            out[i, y0 + r, xo * m + px, fo] = (res[i, y0 + r, xo * m + px, fo]
+                                                                               + v * T.float32(rs))
                                         else:
-                                            out[i, y0 + r, xo * m + px, fo] = (
-                                                T.Cast("float32", acc[(r * fb_n + fb) * 256 + px * 16 + o] - comp[fo]) * scale[fo]
-                                                + b[fo])
+                                            out[i, y0 + r, xo * m + px, fo] = v
             T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilerelease"))
 
     # drop the buffers this variant does not use (the script declares every one)
-    params = list(conv.params)
-    keep = [p for p, name in zip(params, ["x", "wq", "comp", "scale", "b", "aq", "res", "out_aq", "out"])
-            if (name != "res" or residual) and (name != "out_aq" or output_uint8)]
+    names = ["x", "wq", "comp", "scale", "b", "aq", "res", "out_aq", "out"]
+    unused = ({"res"} - ({"res"} if residual else set())) | ({"out_aq"} - ({"out_aq"} if narrow_output else set()))
+    if precision == "bf16":
+        unused |= {"comp", "scale", "aq", "out_aq"}
+    keep = [p for p, name in zip(conv.params, names) if name not in unused]
     func = tvm.tirx.PrimFunc(keep, conv.body, conv.ret_type, conv.attrs)
     return func.with_attr("tirx.is_scheduled", True)
 

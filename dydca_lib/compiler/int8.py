@@ -316,9 +316,9 @@ def _relax_function(bb, config: dict, shape: StaticShape, amx: bool = False):
             h = bb.emit_te(conv_int8, xin, *q("head"), primfunc_name_hint="qconv_head")
             n, hh, ww, wide = shape.batch, shape.h, shape.w, feats * exp
             if amx:  # hand-written TIR on AMX tiles, called as is (already scheduled)
-                relu_conv = bb.add_func(conv_primfunc(n, hh, ww, feats, wide, relu=True, output_uint8=True), "amx_conv_relu")
+                relu_conv = bb.add_func(conv_primfunc(n, hh, ww, feats, wide, relu=True, narrow_output=True), "amx_conv_relu")
                 res_conv = bb.add_func(conv_primfunc(n, hh, ww, wide, feats, residual=True, res_scale=res_scale,
-                                                     input_uint8=True), "amx_conv_residual")
+                                                     narrow_input=True), "amx_conv_residual")
             for i in range(n_blocks):
                 a, b = (f"body.{i}.body.{j}" for j in (0, 2))
                 # the ReLU output feeds only the next conv: stored as its uint8 input

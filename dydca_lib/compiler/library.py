@@ -180,20 +180,26 @@ def tvm_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: 
     return so, meta
 
 
-def int8_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: int, max_batch: int,
-                 cache_dir: Path, target=None, amx: bool = False) -> tuple[Path, dict]:
-    """:func:`tvm_library` for the int8 build (:mod:`.int8`: body convs u8 x i8 on AVX-512 VNNI,
-    the rest fp32, hand-written schedules): the same architectures, shapes, buckets and cache
-    rules; its functions take :func:`.int8.quantize_unit`'s parameters. ``amx``: the body convs on
-    AMX tiles (:mod:`.amx`; weights from ``quantize_unit(..., amx=True)``)."""
-    from . import amx as amx_kernels, int8
+LOW_PRECISION_KERNELS = ("int8", "amx_int8", "amx_bf16")  # int8 VNNI, int8 on AMX tiles, bf16 on AMX tiles
 
-    if amx:
-        amx_kernels.request_tile_permission()
-    target = as_target(target) if target is not None else (amx_kernels.amx_target() if amx else int8.int8_target())
+
+def int8_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: int, max_batch: int,
+                 cache_dir: Path, target=None, kernels: str = "int8") -> tuple[Path, dict]:
+    """:func:`tvm_library` for the reduced-precision builds, hand-written schedules, no tuning: the same
+    architectures, shapes, buckets and cache rules. ``kernels``: ``int8`` (:mod:`.int8`, trunk convs u8 x i8
+    on AVX-512 VNNI; functions take :func:`.int8.quantize_unit`'s parameters), ``amx_int8`` (the body and
+    tail convs on AMX tiles, :mod:`.amx`; ``quantize_unit(..., amx=True)``) or ``amx_bf16`` (the trunk in
+    bf16 on AMX tiles, :mod:`.bf16`; :func:`.bf16.pack_unit`)."""
+    from . import amx, bf16, int8
+
+    if kernels not in LOW_PRECISION_KERNELS:
+        raise CompileError(f"kernels must be one of {LOW_PRECISION_KERNELS}, got {kernels!r}")
+    on_amx = kernels.startswith("amx")
+    if on_amx:
+        amx.request_tile_permission()
+    target = as_target(target) if target is not None else (amx.amx_target() if on_amx else int8.int8_target())
     dyn, arch_of, archs, shapes = _library_shapes(units, plans, scale, context, max_batch)
-    code = _file_digest([Path(__file__).with_name(n) for n in ("int8.py", "amx.py", "schedules.py")])
-    kernels = "amx_int8" if amx else "int8"
+    code = _file_digest([Path(__file__).with_name(n) for n in ("int8.py", "amx.py", "bf16.py", "schedules.py")])
     key_record = {"archs": archs, "shapes": _shape_key(shapes),
                   "target": str(target), "tvm": tvm.__version__, "kernels": kernels, "code": code, "v": 2}
     so, meta_file, meta = _cached(key_record, cache_dir, f"tvm-{kernels.replace('_', '-')}")
@@ -201,10 +207,13 @@ def int8_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context:
         t0 = time.perf_counter()
         per_arch = [(path.config, [s for s in shapes if s.path == a]) for a, path in enumerate(dyn.paths)]
         per_arch = [(c, s) for c, s in per_arch if s]
-        mod = int8.int8_module(*per_arch[0], more=per_arch[1:], amx=amx)
+        if kernels == "amx_bf16":
+            mod = bf16.bf16_module(*per_arch[0], more=per_arch[1:])
+        else:
+            mod = int8.schedule_int8_module(int8.int8_module(*per_arch[0], more=per_arch[1:], amx=on_amx))
         from .passes import compile_planned, plan_memory
 
-        executable = compile_planned(plan_memory(int8.schedule_int8_module(mod), target), target)
+        executable = compile_planned(plan_memory(mod, target), target)
         tmp = so.with_name(f".{so.name}.{os.getpid()}.tmp.so")
         executable.export_library(str(tmp))
         os.replace(tmp, so)

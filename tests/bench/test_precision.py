@@ -25,6 +25,8 @@ def test_support_table_lists_what_runs_here_and_what_is_not_built():
     assert {("tvm", "bf16"), ("torch", "int8")} <= set(zip(missing.runtime, missing.precision))
     assert ("tvm", "int8") not in set(zip(missing.runtime, missing.precision))
     assert PR.runnable(["torch_ref", "onnxruntime_int8", "torch_batched_bf16"], flags=set()) == ["torch_ref"]
+    amx = PR.support_table(["tvm_amx_bf16"], flags={"avx512f", "amx_tile", "amx_bf16"})
+    assert amx.iloc[0].runs_here and ("tvm", "bf16") not in set(zip(amx[~amx.built].runtime, amx[~amx.built].precision))
 
 
 def test_matmul_peaks_measure_each_precision_the_cpu_has():
@@ -142,7 +144,7 @@ def test_path_table_runs_one_path_through_each_engine(tmp_path):
     rng = np.random.default_rng(0)
     lr = rng.integers(0, 256, (2, 10, 12, 3), dtype=np.uint8)
     cal = [rng.integers(0, 256, (4, 10, 12, 3), dtype=np.uint8)]
-    runtimes = PR.runnable(["onnxruntime", "onnxruntime_int8", "tvm_int8", "tvm_amx_int8"])
+    runtimes = PR.runnable(["onnxruntime", "onnxruntime_int8", "tvm_int8", "tvm_amx_int8", "tvm_amx_bf16"])
     t = PR.path_table(path, StaticShape(0, 10, 12, 2), lr, cal, runtimes, threads=1, work_dir=tmp_path, context=2,
                       peaks={"fp32": {"peak_gflops": 100.0}, "int8": {"peak_gflops": 400.0}}, number=1, repeat=2)
     assert t.runtime.tolist() == runtimes  # the fp32 PyTorch reference is left out unless asked for
@@ -152,5 +154,7 @@ def test_path_table_runs_one_path_through_each_engine(tmp_path):
     for rt in ("onnxruntime_int8", "tvm_int8", "tvm_amx_int8"):  # quantization error only: a few levels at most
         if rt in by.index:
             assert by.loc[rt, "precision"] == "int8" and by.loc[rt, "mean_diff_levels"] < 1.0
+    if "tvm_amx_bf16" in by.index:  # bf16 rounding only
+        assert by.loc["tvm_amx_bf16", "precision"] == "bf16" and by.loc["tvm_amx_bf16", "max_diff_levels"] <= 1
     with pytest.raises(ValueError, match="uint8 patches"):
         PR.path_table(path, StaticShape(0, 10, 12, 2), lr[:1], cal, runtimes, 1, tmp_path, 2)

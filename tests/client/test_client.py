@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dydca_lib.client.bundle import (CUDA_RUNTIMES, RUNTIMES, export_bundle, export_onnx, precision_of,
+from dydca_lib.client.bundle import (CUDA_RUNTIMES, LOW_PRECISION_TVM, RUNTIMES, export_bundle, export_onnx, precision_of,
                                      unsupported_reason)
 from dydca_lib.client.loop import Client
 from dydca_lib.client.plan import Workload, plans_from_manifest, size_routing, switches
@@ -50,10 +50,10 @@ def test_onnx_export_matches_pytorch(tmp_path):
 def test_full_frame_pipeline_matches_evaluate(setup, runtime, tmp_path):
     if runtime in CUDA_RUNTIMES and not torch.cuda.is_available():
         pytest.skip("no CUDA GPU here")
-    if runtime == "tvm_int8" and unsupported_reason(runtime) is not None:  # its code would not run here
+    if runtime in LOW_PRECISION_TVM and unsupported_reason(runtime) is not None:  # its code would not run here
         pytest.skip(unsupported_reason(runtime))
     model, manifest, lr, wl = setup
-    if runtime == "tvm_int8":  # its VNNI tiles need channel counts in multiples of 16
+    if runtime in LOW_PRECISION_TVM:  # VNNI / AMX tiles need channel counts in multiples of 16
         model = tiny_dynamic(n_feats=16)
     want = reference_frame(model, lr, manifest)
     units = {p: m for p, m in enumerate(model.paths)}

@@ -57,12 +57,13 @@ def test_amx_runtime_needs_amx_and_leaves_the_vnni_runtime_alone():
     epyc = {"avx512f", "avx512_vnni", "avx512_bf16"}
     assert "amx_int8" in unsupported_reason("tvm_amx_int8", epyc)
     assert unsupported_reason("tvm_int8", epyc) is None
+    assert "amx_bf16" in unsupported_reason("tvm_amx_bf16", epyc)
     assert unsupported_reason("tvm_amx_int8", epyc | {"amx_tile", "amx_int8", "amx_bf16"}) is None
     assert not A.has_amx_int8(epyc) and A.has_amx_int8(epyc | {"amx_tile", "amx_int8"})
     with pytest.raises(C.CompileError, match="multiples of 16"):
         A.conv_primfunc(1, 4, 4, 32, 40)
     if not A.has_amx_int8():
-        with pytest.raises(C.CompileError, match="no AMX"):
+        with pytest.raises(C.CompileError, match="no AMX tiles"):
             A.request_tile_permission()
 
 
@@ -81,7 +82,7 @@ def test_amx_conv_matches_numpy(n, h, w, c, f, kind):
     aq, out_aq = np.array([100.0, 120.0], np.float32), np.array([2.0, 10.0], np.float32)
     res = rng.random((n, h, w, f)).astype(np.float32)
     func = A.conv_primfunc(n, h, w, c, f, relu=kind != "residual", residual=kind == "residual", res_scale=0.5,
-                           input_uint8=kind == "residual", output_uint8=kind == "relu_u8")
+                           narrow_input=kind == "residual", narrow_output=kind == "relu_u8")
     lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=A.amx_target())
     args = [x, A.pack_weights(vnni).ravel(), comp, scale, b, aq]
     args += [res] if kind == "residual" else [out_aq] if kind == "relu_u8" else []
@@ -126,7 +127,7 @@ from dydca_lib.compiler import amx as A
 if sys.argv[1] == "ask":
     A.request_tile_permission()
 n, h, w = 4, 16, 32
-lib = tvm.compile(tvm.IRModule({"main": A.conv_primfunc(n, h, w, 64, 32, residual=True, input_uint8=True)
+lib = tvm.compile(tvm.IRModule({"main": A.conv_primfunc(n, h, w, 64, 32, residual=True, narrow_input=True)
                                 .with_attr("global_symbol", "main")}), target=A.amx_target(2))
 x = np.ones((n, h, w, 64), np.uint8)
 wq = np.ones(3 * A.k_chunks(64) * 16 * 32 * 4, np.int8)
@@ -149,3 +150,63 @@ def test_tile_permission_and_per_thread_configuration_in_a_child_process():
     assert ok.stdout.split() == ["interior", "576", "576", "corner", "256"]
     refused = subprocess.run([sys.executable, "-c", code, "skip"], capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0  # the first tile instruction without the permission: SIGILL
+
+
+def test_bf16_bits_round_like_torch_and_pack_into_pairs():
+    x = np.random.default_rng(3).standard_normal(1000).astype(np.float32)
+    want = torch.from_numpy(x).bfloat16().view(torch.int16).numpy().view(np.uint16)
+    assert np.array_equal(A.bf16_bits(x), want)
+    w = np.random.default_rng(4).standard_normal((3, 3, 3, 12)).astype(np.float32)
+    tiles = A.pack_bf16_weights(w, c_pad=4)
+    assert tiles.shape == (3, 16, 1, 16, 2) and tiles.dtype == np.uint16  # 3 x 4 channels = 12 of 32 K values
+    # pair r of kernel row ry = (column, channel) elements 2r, 2r+1 in NHWC order; padding is zero
+    assert np.array_equal(tiles[2, 2, 0, :12, 1], A.bf16_bits(w[2, 1, 1]))  # k = 5 = column 1, channel 1
+    assert not tiles[:, :, :, 12:].any() and not tiles[:, 6:].any() and not tiles[:, 1, :, :, 1].any()
+    with pytest.raises(C.CompileError, match="even"):
+        A.pack_bf16_weights(w, c_pad=3)
+
+
+@needs_amx
+@pytest.mark.parametrize("n,h,w,c,f,c_in,kind", [(2, 7, 19, 32, 64, 32, "relu_narrow"), (2, 8, 16, 64, 32, 64, "residual"),
+                                                 (1, 5, 20, 4, 32, 3, "plain")])
+def test_amx_bf16_conv_matches_numpy(n, h, w, c, f, c_in, kind):
+    A.request_tile_permission()
+    rng = np.random.default_rng(5)
+    bf = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32)).bfloat16().float().numpy()  # noqa: E731
+    x = (rng.random((n, h, w, c_in)) * 2 - 1).astype(np.float32)
+    wt = (rng.random((3, 3, c_in, f)) * 0.2 - 0.1).astype(np.float32)
+    b, res = rng.random(f).astype(np.float32), rng.random((n, h, w, f)).astype(np.float32)
+    func = A.conv_primfunc(n, h, w, c, f, relu=kind == "relu_narrow", residual=kind == "residual", res_scale=0.5,
+                           narrow_input=kind == "residual", narrow_output=kind == "relu_narrow", precision="bf16",
+                           c_in=c_in)
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=A.amx_target())
+    args = [A.bf16_bits(x) if kind == "residual" else x, A.pack_bf16_weights(wt, c).ravel(), b]
+    args += [res] if kind == "residual" else []
+    out = np.zeros((n, h, w, f), np.uint16 if kind == "relu_narrow" else np.float32)
+    tensors = [tvm.runtime.tensor(a) for a in [*args, out]]
+    lib["main"](*tensors)
+    got = tensors[-1].numpy()
+    padded = np.zeros((n, h + 2, w + 2, c_in), np.float32)
+    padded[:, 1:-1, 1:-1] = bf(x)
+    acc = sum(padded[:, ry:ry + h, rx:rx + w] @ bf(wt)[ry, rx] for ry in range(3) for rx in range(3)) + b
+    if kind == "relu_narrow":  # stored as the next conv's bf16 input
+        np.testing.assert_array_equal(got, A.bf16_bits(np.maximum(acc, 0)))
+    else:
+        np.testing.assert_allclose(got, res + 0.5 * acc if kind == "residual" else acc, rtol=1e-5, atol=1e-5)
+    assert "tdpbf16ps" in lib.mod.inspect_source("asm")
+
+
+@needs_amx
+def test_amx_bf16_path_is_closer_to_fp32_than_one_level():
+    from dydca_lib.compiler import bf16
+
+    w = tiny_wdsr(n_feats=32)
+    shape = C.StaticShape(0, 10, 21, 3)
+    lr = smooth_patches(3, 10, 21, seed=2)
+    vm = C.load_vm(bf16.build_bf16(w.config, [shape]))
+    got = vm[shape.name](tvm.runtime.tensor(lr), *[tvm.runtime.tensor(p) for p in bf16.pack_unit(w)])
+    got = (got if hasattr(got, "numpy") else got[0]).numpy()
+    with torch.no_grad():
+        want = to_uint8(fold_weight_norm(w)(torch.from_numpy(to_nchw(lr))).numpy())
+    d = np.abs(got.astype(int) - want.astype(int))
+    assert got.shape == want.shape and d.max() <= 1 and d.mean() < 0.2
