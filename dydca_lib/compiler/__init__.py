@@ -18,6 +18,9 @@ It may import the data and learning layers (``models``, ``paths``, ``runinfo``, 
   schedule (``winograd=True``, with ``manual``);
 * :mod:`.int8` — int8 WDSR paths: body convs u8 x i8 on AVX-512 VNNI in the same schedule,
   quantized parameters from calibration patches;
+* :mod:`.amx` — the 3x3 convs on Intel AMX tiles (``tdpbusd`` int8, ``tdpbf16ps`` bf16), hand-written
+  TensorIR calling the tile instructions; the int8 build's ``amx=True`` (body and tail);
+* :mod:`.bf16` — bf16 WDSR paths on AMX tiles (the trunk in bf16, the skip conv fp32);
 * :mod:`.library` — :func:`~.library.static_module`, the one function that builds the static
   module for (paths, shapes), and the deployable shared library of notebook 06's client;
 * :mod:`.runtime` — :class:`~.runtime.CompiledDynamicSR` (an upscaler) and TVM timing.
