@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..client.bundle import RUNTIMES, TVM_RUNTIMES, bundle_bytes, export_bundle, precision_of
+from ..client.bundle import COMPILES_AT_LOAD, RUNTIMES, TVM_RUNTIMES, bundle_bytes, export_bundle, precision_of
 from ..client.engines import make_engine
 from ..client.loop import Client
 from ..client.plan import Workload, size_routing, switches
@@ -65,7 +65,8 @@ def build_configs(methods: dict, workloads: dict, runtimes, hd_runtimes, clip_re
                   scale: int, max_batch: int = 16, tuned: bool = True, tune_trials_per_task: int = 0,
                   calibration: dict | None = None) -> list[Config]:
     """Export a bundle for every (method, workload, runtime): every runtime at the clip's size,
-    ``hd_runtimes`` (among ``runtimes``) at the other sizes. ``workloads``: ``{(key, resolution): Workload}``.
+    ``hd_runtimes`` (among ``runtimes``) at the other sizes; a runtime that compiles at load
+    (:data:`~dydca_lib.client.bundle.COMPILES_AT_LOAD`) not for a method that switches models. ``workloads``: ``{(key, resolution): Workload}``.
     ``tune_trials_per_task`` > 0 tunes the TVM kernels the committed database lacks (see :func:`export_bundle`).
     ``calibration``: ``{method key: {unit: batches}}`` for int8 runtimes
     (:func:`dydca_lib.bench.precision.calibration_batches`)."""
@@ -75,6 +76,8 @@ def build_configs(methods: dict, workloads: dict, runtimes, hd_runtimes, clip_re
         units, dyn = m.units(), m.dynamic_model()
         for rt in runtimes:
             if res != clip_resolution and rt not in hd_runtimes:
+                continue
+            if rt in COMPILES_AT_LOAD and switches(units, wl):  # it would compile a model at every chunk border
                 continue
             cal = (calibration or {}).get(key) if precision_of(rt) == "int8" else None
             b = export_bundle(units, rt, Path(folder) / f"{key}-{len(out):02d}-{rt}", scale=scale, context=m.context,

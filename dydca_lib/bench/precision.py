@@ -23,8 +23,6 @@ from .timing import throughput
 
 # (runtime family, precision) pairs with no runtime here, and why (the rest are RUNTIMES)
 NOT_BUILT = {
-    ("torch", "int8"): "PyTorch's int8 convolutions (torch.ao.quantization, fbgemm/x86) are deprecated in favour of "
-                       "torchao, which this project does not install; ONNX Runtime is the int8 peer",
     ("onnxruntime", "bf16"): "ONNX Runtime's CPU provider has no bf16 Conv kernel (it would insert casts and run fp32)",
     ("onnxruntime", "fp16"): "MLAS has fp16 convolutions on ARM64 only; on x86 the CPU provider runs fp16 graphs in fp32",
     ("tvm", "bf16"): "not built without AMX: TVM 0.27 ships no x86 bf16 dot-product intrinsic, LLVM does not "

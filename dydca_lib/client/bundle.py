@@ -16,6 +16,11 @@ import numpy as np
 RUNTIMES = {
     "torch_ref": "PyTorch eager, reference (1 patch per call)",
     "torch_batched": "PyTorch eager, batched by shape",
+    "torch_compiled_bf16": "PyTorch, torch.compile (Inductor, frozen weights, one dynamic-shape graph) of the bf16 "
+                           "channels-last trunk (oneDNN; AVX512-BF16/AMX), skip conv fp32",
+    "torch_compiled_int8": "PyTorch int8: PT2E static quantization (torchao's x86 Inductor quantizer: per-channel "
+                           "weights, uint8 activations) of the trunk, calibrated on training frames, torch.compile "
+                           "(oneDNN int8 convs; AMX where present); quantized and compiled at load",
     "onnxruntime": "ONNX Runtime",
     "tvm": "TVM static (tuned)",
     "tvm_manual": "TVM static, convolutions in NHWC with a hand-written register-blocked schedule (no tuning)",
@@ -35,8 +40,10 @@ RUNTIMES = {
 TVM_RUNTIMES = ("tvm", "tvm_manual", "tvm_winograd", "tvm_int8", "tvm_amx_int8", "tvm_amx_bf16")
 LOW_PRECISION_TVM = {"tvm_int8": "int8", "tvm_amx_int8": "amx_int8", "tvm_amx_bf16": "amx_bf16"}  # runtime -> library kernels
 CUDA_RUNTIMES = ("torch_ref_cuda", "torch_batched_cuda")  # need a GPU; frames stay in host memory, copies are timed
-PRECISION = {"torch_batched_bf16": "bf16", "onnxruntime_int8": "int8", "tvm_int8": "int8", "tvm_amx_int8": "int8",
+PRECISION = {"torch_batched_bf16": "bf16", "torch_compiled_bf16": "bf16", "torch_compiled_int8": "int8", "onnxruntime_int8": "int8", "tvm_int8": "int8", "tvm_amx_int8": "int8",
              "tvm_amx_bf16": "bf16"}  # the rest compute in fp32
+# runtimes whose client compiles every model it loads (seconds): not run for clients that switch models per chunk
+COMPILES_AT_LOAD = ("torch_compiled_bf16", "torch_compiled_int8")
 # the CPU features that make a precision worth running (without them oneDNN emulates bf16 and MLAS
 # runs int8 without VNNI dot products: slower than fp32, so those rows are skipped, not timed)
 PRECISION_CPU_FLAGS = {"bf16": ("avx512_bf16", "amx_bf16"), "int8": ("avx512_vnni", "avx_vnni", "amx_int8")}
@@ -204,7 +211,7 @@ def export_bundle(units: dict, runtime: str, out_dir: Path, *, scale: int, conte
         if runtime == "torch_ref":
             f = out_dir / f"unit{u}.pt"
             size = _state_file(f, unit)
-        elif runtime in ("torch_batched", "torch_batched_bf16"):
+        elif runtime in ("torch_batched", "torch_batched_bf16", "torch_compiled_bf16", "torch_compiled_int8"):
             import torch
 
             f = out_dir / f"unit{u}.pt"
@@ -214,6 +221,11 @@ def export_bundle(units: dict, runtime: str, out_dir: Path, *, scale: int, conte
                     getattr(plain, name).to(torch.bfloat16)
             size = _state_file(f, plain)
             weights = int(sum(t.numel() * t.element_size() for t in plain.state_dict().values()))
+            if runtime == "torch_compiled_int8":  # the client quantizes at load: it gets the patches too
+                cal = out_dir / f"unit{u}.calibration.npz"
+                np.savez(cal, *(calibration[u] if u in calibration else calibration[str(u)]))
+                bundle["units"][str(u)] = {"calibration": str(cal)}
+                size += cal.stat().st_size
         elif runtime == "onnxruntime":
             f = out_dir / f"unit{u}.onnx"
             size = export_onnx(unit, f)
@@ -239,7 +251,7 @@ def export_bundle(units: dict, runtime: str, out_dir: Path, *, scale: int, conte
             np.savez(f, *unit_params(unit))
             size = f.stat().st_size
         # the parameters as shipped: fp32; bf16 trunk + fp32 skip; int8 weights + int32 biases + scales + fp32 skip
-        bundle["units"][str(u)] = {"file": str(f), "bytes": size, "weight_bytes": weights}
+        bundle["units"][str(u)] = {**bundle["units"].get(str(u), {}), "file": str(f), "bytes": size, "weight_bytes": weights}
     return bundle
 
 

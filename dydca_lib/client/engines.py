@@ -96,6 +96,27 @@ class TorchEngine(Engine):
             return tensor_to_uint8(m(t, int(unit)) if self.routes_by_size else m(t))  # .cpu() waits for the GPU
 
 
+class CompiledTorchEngine(TorchEngine):
+    """PyTorch compiled (:mod:`.compiled_torch`): bf16 — the stored bf16 trunk compiled;
+    int8 — PT2E-quantized at load with the calibration patches the bundle carries, then compiled.
+    Every load compiles (seconds)."""
+
+    def __init__(self, bundle, threads):
+        super().__init__(bundle, threads)
+        self.bf16 = False  # compile_bf16 makes the bf16 trunk itself
+
+    def _load_file(self, f):
+        from . import compiled_torch
+
+        plain = super()._load_file(f)
+        if self.bundle["precision"] == "bf16":
+            return compiled_torch.compile_bf16(plain)
+        unit = next(u for u, rec in self.bundle["units"].items() if rec["file"] == f)
+        with np.load(self.bundle["units"][unit]["calibration"]) as z:
+            batches = [self.torch.from_numpy(to_nchw(z[k])) for k in sorted(z.files)]
+        return compiled_torch.quantize_compile_int8(plain, batches)
+
+
 class OrtEngine(Engine):
     def __init__(self, bundle, threads):
         import onnxruntime as ort
@@ -169,6 +190,7 @@ class TvmEngine(Engine):
 ENGINES = {"torch_ref": TorchEngine, "torch_batched": TorchEngine, "onnxruntime": OrtEngine, "tvm": TvmEngine,
            "tvm_manual": TvmEngine, "tvm_winograd": TvmEngine, "tvm_int8": TvmEngine, "tvm_amx_int8": TvmEngine, "tvm_amx_bf16": TvmEngine,
            "torch_batched_bf16": TorchEngine, "onnxruntime_int8": OrtEngine,
+           "torch_compiled_bf16": CompiledTorchEngine, "torch_compiled_int8": CompiledTorchEngine,
            "torch_ref_cuda": TorchEngine, "torch_batched_cuda": TorchEngine}
 
 
