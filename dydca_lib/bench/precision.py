@@ -287,3 +287,51 @@ def fastest_within_tolerance(table: pd.DataFrame, method: str) -> dict:
 def _num(v):
     return None if v is None or not np.isfinite(float(v)) else round(float(v), 4)
 
+
+
+def _kernel_work(func) -> tuple[str, float]:
+    """(precision, multiply-add ops x 2) of one kernel of the reduced-precision builds, from its
+    buffers: a conv's input (n, h, w, c) and output (n, h, w, f) with 3x3 taps (5x5 for the skip
+    conv), output channels as stored (the tail's padding included); element-wise kernels: no work."""
+    name = str(func.attrs["global_symbol"]) if func.attrs and "global_symbol" in func.attrs else ""
+    shapes = [[int(s) for s in p.ty.shape] for p in func.params]
+    if "conv" not in name:
+        return "fp32", 0.0
+    (n, h, w, c), f = shapes[0], shapes[-1][-1]
+    taps = 25 if "skip" in name else 9
+    precision = "fp32" if "skip" in name else "bf16" if "bf16" in name else "int8"
+    return precision, 2.0 * n * h * w * c * f * taps
+
+
+def kernel_table(mod, target, peaks: dict | None = None, number: int = 5, repeat: int = 5, seed: int = 0) -> pd.DataFrame:
+    """Every kernel (PrimFunc) of one static function of a hand-scheduled reduced-precision module
+    (``mod``: e.g. :func:`dydca_lib.compiler.int8.int8_module` scheduled, or the AMX builds), timed
+    alone on random inputs: calls per path, ms per call (median of ``repeat`` x ``number``), ms per
+    path, its share of the path's kernel time, GOP/s of its convolution work and the share of that
+    precision's measured peak (``peaks``: :func:`matmul_peaks`)."""
+    import tvm
+
+    from ..compiler.passes import kernel_calls
+
+    (fn, calls), = kernel_calls(mod).items()
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name in dict.fromkeys(calls):
+        func = mod[name].with_attr("global_symbol", name)
+        args = []
+        for p in func.params:
+            shape, dtype = [int(s) for s in p.ty.shape], str(p.ty.dtype)
+            a = ((rng.random(shape) * 0.1).astype(dtype) if "float" in dtype
+                 else rng.integers(0, 4, shape).astype(dtype))  # small values: no fp32 denormals from bf16 bits
+            args.append(tvm.runtime.tensor(a))
+        lib = tvm.compile(tvm.IRModule({name: func}), target=target)
+        ms = lib.mod.time_evaluator(name, tvm.cpu(), number=number, repeat=repeat)(*args).median * 1e3
+        precision, ops = _kernel_work(func)
+        peak = (peaks or {}).get(precision, {}).get("peak_gflops", np.nan)
+        gops = ops / ms / 1e6 if ops else np.nan
+        rows.append({"function": fn, "kernel": name, "calls": calls.count(name), "ms_per_call": ms,
+                     "ms_per_path": ms * calls.count(name), "precision": precision, "gop_per_call": ops / 1e9,
+                     "gops": gops, "share_of_precision_peak": gops / peak if ops else np.nan})
+    out = pd.DataFrame(rows)
+    out["share_of_path"] = out.ms_per_path / out.ms_per_path.sum()
+    return out

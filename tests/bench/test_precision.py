@@ -11,6 +11,7 @@ from dydca_lib.bench import ondevice
 from dydca_lib.bench import precision as PR
 from dydca_lib.client.plan import Workload, plans_from_manifest
 from dydca_lib.models import WDSR
+from dydca_lib.runinfo import cpu_flags
 from dydca_lib.video import bicubic_resize
 
 
@@ -158,3 +159,20 @@ def test_path_table_runs_one_path_through_each_engine(tmp_path):
         assert by.loc["tvm_amx_bf16", "precision"] == "bf16" and by.loc["tvm_amx_bf16", "max_diff_levels"] <= 1
     with pytest.raises(ValueError, match="uint8 patches"):
         PR.path_table(path, StaticShape(0, 10, 12, 2), lr[:1], cal, runtimes, 1, tmp_path, 2)
+
+
+@pytest.mark.skipif("avx512_vnni" not in cpu_flags(), reason="the int8 kernels use AVX-512 VNNI")
+def test_kernel_table_times_each_kernel_of_a_path_once_per_distinct_kernel():
+    from dydca_lib.compiler import StaticShape
+    from dydca_lib.compiler import int8 as Q
+
+    path = WDSR(scale=2, n_blocks=2, n_feats=16, expansion=2).eval()
+    mod = Q.schedule_int8_module(Q.int8_module(path.config, [StaticShape(0, 10, 12, 2)]))
+    t = PR.kernel_table(mod, Q.int8_target(), {"int8": {"peak_gflops": 100.0}}, number=1, repeat=1).set_index("kernel")
+    relu = next(k for k in t.index if k.startswith("qconv_relu"))
+    assert t.loc[relu, "calls"] == 2 and t.loc[relu, "precision"] == "int8"  # one per residual block
+    assert t.loc[relu, "gop_per_call"] == pytest.approx(2 * 2 * 10 * 12 * 16 * 32 * 9 / 1e9)
+    assert t.loc[relu, "share_of_precision_peak"] == pytest.approx(t.loc[relu, "gops"] / 100.0)
+    assert np.isnan(t.loc["from_uint8", "gops"]) and t.share_of_path.sum() == pytest.approx(1.0)
+    skip = next(k for k in t.index if k.startswith("conv_skip"))
+    assert t.loc[skip, "precision"] == "fp32" and t.loc[skip, "gop_per_call"] == pytest.approx(2 * 2 * 10 * 12 * 3 * 12 * 25 / 1e9)
