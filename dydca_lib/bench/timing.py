@@ -83,15 +83,26 @@ def latency_summary(rows, flops_per_frame: float, peak_gflops: float | None = No
     return out
 
 
-def time_torch(fn, *args, number: int = 3, repeat: int = 7, warmup: int = 1) -> dict:
+def warm_up(fn, *args, calls: int = 1, seconds: float = 0.0) -> None:
+    """Call ``fn(*args)`` ``calls`` times and then until ``seconds`` have passed. A CPU's AMX unit
+    runs at about half its rate for its first ~25 ms of tile work (measured on a Xeon: the first
+    ~11 calls of a 1.2 ms path took 2.4 ms), so a timing that warms up by one call times the cold unit."""
+    t0 = time.perf_counter()
+    for _ in range(int(calls)):
+        fn(*args)
+    while time.perf_counter() - t0 < seconds:
+        fn(*args)
+
+
+def time_torch(fn, *args, number: int = 3, repeat: int = 7, warmup: int = 1, warmup_s: float = 0.0) -> dict:
     """Latency of ``fn(*args)`` in PyTorch eager under ``torch.no_grad``: median and std over
-    ``repeat`` runs (each the mean of ``number`` calls, ``time.perf_counter``), in ms."""
+    ``repeat`` runs (each the mean of ``number`` calls, ``time.perf_counter``), in ms, after
+    ``warmup`` calls and at least ``warmup_s`` seconds of them (:func:`warm_up`)."""
     import torch
 
     times = []
     with torch.no_grad():
-        for _ in range(warmup):
-            fn(*args)
+        warm_up(fn, *args, calls=warmup, seconds=warmup_s)
         for _ in range(repeat):
             t0 = time.perf_counter()
             for _ in range(number):

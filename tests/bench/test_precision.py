@@ -2,6 +2,8 @@
 the peaks, int8 calibration data, quality through the engines, and the tables and headline from
 known numbers. No timing is asserted."""
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -176,3 +178,15 @@ def test_kernel_table_times_each_kernel_of_a_path_once_per_distinct_kernel():
     assert np.isnan(t.loc["from_uint8", "gops"]) and t.share_of_path.sum() == pytest.approx(1.0)
     skip = next(k for k in t.index if k.startswith("conv_skip"))
     assert t.loc[skip, "precision"] == "fp32" and t.loc[skip, "gop_per_call"] == pytest.approx(2 * 2 * 10 * 12 * 3 * 12 * 25 / 1e9)
+
+
+def test_warm_up_calls_at_least_the_calls_and_for_at_least_the_seconds():
+    from dydca_lib.bench.timing import warm_up
+
+    calls = []
+    warm_up(lambda: calls.append(1), calls=3)
+    assert len(calls) == 3
+    calls.clear()
+    t0 = time.perf_counter()
+    warm_up(lambda: (calls.append(1), time.sleep(0.01)), calls=1, seconds=0.05)
+    assert time.perf_counter() - t0 >= 0.05 and 4 <= len(calls) <= 8
