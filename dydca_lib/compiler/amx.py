@@ -1,4 +1,6 @@
-"""int8 3x3 body convolutions on Intel AMX tiles (``tdpbusd``), hand-written TensorIR.
+"""3x3 convolutions on Intel AMX tiles, hand-written TensorIR: int8 (``tdpbusd``, the body and tail of
+:mod:`.int8`'s ``amx`` build) and bf16 (``tdpbf16ps``, :mod:`.bf16`; the same structure with 32 bf16
+values per 64-byte K chunk, fp32 accumulators and no quantization). Below, the int8 kernel.
 
 TVM 0.27 has no AMX schedule, but its LLVM knows the tile instructions; the kernel calls them with
 ``T.call_llvm_intrin`` on fixed tile registers (tile ids are immediates, so the accumulators stay in
@@ -27,7 +29,8 @@ real pixels are stored.
 
 Linux hands a process the tile state only after ``arch_prctl(ARCH_REQ_XCOMP_PERM,
 XFEATURE_XTILEDATA)`` (:func:`request_tile_permission`); without it the first tile instruction is
-a SIGILL. Weights: :func:`pack_weights` (from :func:`.int8.quantize_unit`'s VNNI packing).
+a SIGILL. Weights: :func:`pack_weights` (from :func:`.int8.quantize_unit`'s VNNI packing) and
+:func:`pack_bf16_weights`.
 """
 
 from __future__ import annotations
