@@ -105,14 +105,14 @@ class CompiledTorchEngine(TorchEngine):
         super().__init__(bundle, threads)
         self.bf16 = False  # compile_bf16 makes the bf16 trunk itself
 
-    def _load_file(self, f):
+    def _load(self, unit):
         from . import compiled_torch
 
-        plain = super()._load_file(f)
+        record = self.bundle["units"][str(unit)]
+        plain = self._load_file(record["file"])
         if self.bundle["precision"] == "bf16":
             return compiled_torch.compile_bf16(plain)
-        unit = next(u for u, rec in self.bundle["units"].items() if rec["file"] == f)
-        with np.load(self.bundle["units"][unit]["calibration"]) as z:
+        with np.load(record["calibration"]) as z:
             batches = [self.torch.from_numpy(to_nchw(z[k])) for k in sorted(z.files)]
         return compiled_torch.quantize_compile_int8(plain, batches)
 

@@ -34,7 +34,7 @@ from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 from . import CompileError
-from .amx import amx_target, conv_primfunc, k_chunks, request_tile_permission
+from .amx import amx_target, conv_primfunc, k_chunks, pack_weights, request_tile_permission
 from .schedules import ACCUMULATORS, schedule_primfunc, vector_loop, width_tile
 from .shapes import StaticShape
 from .target import as_target, cpu_target
@@ -163,8 +163,6 @@ def quantize_unit(wdsr, batches, amx: bool = False) -> list[np.ndarray]:
         comp = (zp * wq.astype(np.int64).reshape(-1, f).sum(0)).astype(np.int32)
         deq, bias = (s_in * w_scale).astype(np.float32), sd[f"{name}.bias"]
         if amx and on_amx(name):
-            from .amx import pack_weights
-
             packed = pack_weights(packed).ravel()
             comp, deq, bias = (np.pad(v, (0, fp - f)) for v in (comp, deq, bias))  # whole 16-channel tiles
         out += [packed, comp, deq, bias, np.array([1.0 / s_in, zp], dtype=np.float32)]
