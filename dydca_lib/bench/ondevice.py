@@ -63,13 +63,14 @@ class Config:
 
 def build_configs(methods: dict, workloads: dict, runtimes, hd_runtimes, clip_resolution: str, folder: Path, *,
                   scale: int, max_batch: int = 16, tuned: bool = True, tune_trials_per_task: int = 0,
-                  calibration: dict | None = None) -> list[Config]:
+                  calibration: dict | None = None, max_batch_pixels: int = 0) -> list[Config]:
     """Export a bundle for every (method, workload, runtime): every runtime at the clip's size,
     ``hd_runtimes`` (among ``runtimes``) at the other sizes; a runtime that compiles at load
     (:data:`~dydca_lib.client.bundle.COMPILES_AT_LOAD`) not for a method that switches models. ``workloads``: ``{(key, resolution): Workload}``.
     ``tune_trials_per_task`` > 0 tunes the TVM kernels the committed database lacks (see :func:`export_bundle`).
     ``calibration``: ``{method key: {unit: batches}}`` for int8 runtimes
-    (:func:`dydca_lib.bench.precision.calibration_batches`)."""
+    (:func:`dydca_lib.bench.precision.calibration_batches`). ``max_batch_pixels``: the compiled
+    (TVM) clients' batch cap per patch shape (:func:`~dydca_lib.compiler.shapes.batch_cap`)."""
     out = []
     for (key, res), wl in workloads.items():
         m = methods[key]
@@ -83,7 +84,7 @@ def build_configs(methods: dict, workloads: dict, runtimes, hd_runtimes, clip_re
             b = export_bundle(units, rt, Path(folder) / f"{key}-{len(out):02d}-{rt}", scale=scale, context=m.context,
                               plans=wl.plans, dynamic=dyn, routing=size_routing(wl) if dyn is not None else None,
                               max_batch=max_batch, tuned=tuned, tune_trials_per_task=tune_trials_per_task,
-                              calibration=cal)
+                              calibration=cal, max_batch_pixels=max_batch_pixels)
             out.append(Config(key, m.name, rt, res, b, wl, units, switches(units, wl), m.context))
     return out
 

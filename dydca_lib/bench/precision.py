@@ -296,6 +296,8 @@ def _kernel_work(func) -> tuple[str, float]:
     buffers: a conv's input (n, h, w, c) and output (n, h, w, f) with 3x3 taps (5x5 for the skip
     conv), output channels as stored (the tail's padding included); element-wise kernels: no work."""
     name = str(func.attrs["global_symbol"]) if func.attrs and "global_symbol" in func.attrs else ""
+    if func.attrs and "dydca.macs" in func.attrs:  # the AMX kernels say (their buffers may be flat)
+        return str(func.attrs["dydca.precision"]), 2.0 * int(func.attrs["dydca.macs"])
     shapes = [[int(s) for s in p.ty.shape] for p in func.params]
     if "conv" not in name and not name.startswith("amx"):
         return "fp32", 0.0

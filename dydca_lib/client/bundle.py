@@ -151,7 +151,7 @@ def export_onnx_int8(wdsr, path: Path, calibration: list) -> int:
 def export_bundle(units: dict, runtime: str, out_dir: Path, *, scale: int, context: int, plans: dict | None = None,
                   dynamic=None, routing: dict | None = None, max_batch: int = 16, tuned: bool = True,
                   cache_dir: Path | None = None, target=None, tune_trials_per_task: int = 0,
-                  calibration: dict | None = None) -> dict:
+                  calibration: dict | None = None, max_batch_pixels: int = 0) -> dict:
     """Write what a client of ``runtime`` receives for these units into ``out_dir``; returns the
     bundle description (JSON-able, absolute paths) that :func:`make_engine` loads.
 
@@ -160,7 +160,9 @@ def export_bundle(units: dict, runtime: str, out_dir: Path, *, scale: int, conte
     ``{(h, w): path}`` of the frames it will see). ``torch_batched``: each unit folded, ``.pt``.
     ``onnxruntime``: one ``.onnx`` per unit. ``tvm``: one compiled library for the units'
     architectures and the patch shapes of ``plans`` (cached in ``cache_dir``; kernels the committed
-    database lacks are tuned first when ``tune_trials_per_task`` > 0) + one ``.npz`` of weights per unit.
+    database lacks are tuned first when ``tune_trials_per_task`` > 0; batches up to ``max_batch``
+    patches, or fewer where ``max_batch_pixels`` caps them, :func:`~dydca_lib.compiler.shapes.batch_cap`)
+    + one ``.npz`` of weights per unit.
     ``torch_batched_bf16``: each unit folded, weights stored in bf16. ``onnxruntime_int8``: one int8
     ``.onnx`` per unit (:func:`export_onnx_int8`), ``calibration`` ``{unit: [uint8 NHWC batches]}``.
     """
@@ -177,7 +179,8 @@ def export_bundle(units: dict, runtime: str, out_dir: Path, *, scale: int, conte
               "precision": precision}
     if runtime in CUDA_RUNTIMES:  # the CPU bundle, run on the GPU
         bundle = export_bundle(units, runtime.removesuffix("_cuda"), out_dir, scale=scale, context=context,
-                               plans=plans, dynamic=dynamic, routing=routing, max_batch=max_batch)
+                               plans=plans, dynamic=dynamic, routing=routing, max_batch=max_batch,
+                               max_batch_pixels=max_batch_pixels)
         return {**bundle, "runtime": runtime, "device": "cuda"}
     if runtime == "torch_ref" and dynamic is not None:
         rec = model_record(dynamic)
@@ -195,13 +198,15 @@ def export_bundle(units: dict, runtime: str, out_dir: Path, *, scale: int, conte
         from ..compiler.library import int8_library
 
         so, meta = int8_library(units, plans or {}, scale, context, max_batch,
-                                Path(cache_dir) if cache_dir else _default_cache(), kernels=LOW_PRECISION_TVM[runtime])
+                                Path(cache_dir) if cache_dir else _default_cache(), kernels=LOW_PRECISION_TVM[runtime],
+                                max_batch_pixels=max_batch_pixels)
     elif runtime in TVM_RUNTIMES:
         from ..compiler.library import tvm_library
 
         so, meta = tvm_library(units, plans or {}, scale, context, max_batch, tuned,
                                Path(cache_dir) if cache_dir else _default_cache(), target, tune_trials_per_task,
-                               manual=runtime == "tvm_manual", winograd=runtime == "tvm_winograd")
+                               manual=runtime == "tvm_manual", winograd=runtime == "tvm_winograd",
+                               max_batch_pixels=max_batch_pixels)
     if runtime in TVM_RUNTIMES:
         lib = out_dir / "model.so"
         shutil.copyfile(so, lib)

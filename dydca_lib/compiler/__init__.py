@@ -73,7 +73,8 @@ class UntunedWarning(UserWarning):
 _EXPORTS = {
     "target": ("has_avx512", "cpu_target", "as_target", "target_name", "tvm_threads", "runtime_info"),
     "export": ("export_path", "symbolic_dims", "path_bounds"),
-    "shapes": ("DEFAULT_MAX_BATCH", "StaticShape", "function_name", "batch_buckets", "split_batch", "static_shapes"),
+    "shapes": ("DEFAULT_MAX_BATCH", "StaticShape", "function_name", "batch_buckets", "batch_cap", "split_batch",
+               "static_shapes"),
     "passes": ("compile_dynamic", "load_vm", "run_vm", "specialize", "legalize", "fuse", "plan_memory",
                "compile_planned", "kernel_calls", "memory_estimate", "StaticProgram", "optimize"),
     "database": ("TUNING_ROOT", "DB_FILES", "tuning_dir", "readable_database", "compress_database", "has_database",

@@ -34,7 +34,7 @@ from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 from . import CompileError
-from .amx import amx_target, conv_primfunc, k_chunks, pack_weights, request_tile_permission
+from .amx import amx_target, conv_primfunc, k_chunks, pack_weights, padded_layout, request_tile_permission
 from .schedules import ACCUMULATORS, schedule_primfunc, vector_loop, width_tile
 from .shapes import StaticShape
 from .target import as_target, cpu_target
@@ -314,23 +314,37 @@ def _relax_function(bb, config: dict, shape: StaticShape, amx: bool = False):
             h = bb.emit_te(conv_int8, xin, *q("head"), primfunc_name_hint="qconv_head")
             n, hh, ww, wide = shape.batch, shape.h, shape.w, feats * exp
             if amx:  # hand-written TIR on AMX tiles, called as is (already scheduled)
-                relu_conv = bb.add_func(conv_primfunc(n, hh, ww, feats, wide, relu=True, narrow_output=True), "amx_conv_relu")
+                # every conv writes the next one's bordered uint8 input (amx.padded_layout): only the first pads its own
+                narrow = lambda c: relax.TensorType((padded_layout(n, hh, ww, c)["size"],), "uint8")  # noqa: E731
+                relu_first = bb.add_func(conv_primfunc(n, hh, ww, feats, wide, relu=True, narrow_output=True,
+                                                       padded_output=True), "amx_conv_relu_first")
+                relu_conv = bb.add_func(conv_primfunc(n, hh, ww, feats, wide, relu=True, narrow_output=True,
+                                                      padded_input=True, padded_output=True), "amx_conv_relu")
                 res_conv = bb.add_func(conv_primfunc(n, hh, ww, wide, feats, residual=True, res_scale=res_scale,
-                                                     narrow_input=True), "amx_conv_residual")
-            for i in range(n_blocks):
-                a, b = (f"body.{i}.body.{j}" for j in (0, 2))
-                # the ReLU output feeds only the next conv: stored as its uint8 input
-                if amx:
-                    t = bb.emit(relax.call_tir(relu_conv, [h, *q(a), params[f"{b}.aq"]],
-                                               relax.TensorType((n, hh, ww, wide), "uint8")))
-                    h = bb.emit(relax.call_tir(res_conv, [t, *q(b), h], relax.TensorType((n, hh, ww, feats), "float32")))
-                    continue
-                t = bb.emit_te(conv_int8, h, *q(a), relu=True, out_aq=params[f"{b}.aq"], primfunc_name_hint="qconv_relu")
-                h = bb.emit_te(conv_int8, t, *q(b), residual=h, res_scale=res_scale, primfunc_name_hint="qconv_residual")
+                                                     padded_input=True, also_padded=True), "amx_conv_residual")
+                nxt = [f"body.{i + 1}.body.0" for i in range(n_blocks - 1)] + ["tail"]  # who reads each block's output
+                hq = None
+                for i in range(n_blocks):
+                    a, b = (f"body.{i}.body.{j}" for j in (0, 2))
+                    if hq is None:
+                        t = bb.emit(relax.call_tir(relu_first, [h, *q(a), params[f"{b}.aq"]], narrow(wide)))
+                    else:
+                        t = bb.emit(relax.call_tir(relu_conv, [hq, *q(a)[:4], params[f"{b}.aq"]], narrow(wide)))
+                    pair = bb.emit(relax.call_tir(res_conv, [t, *q(b)[:4], h, params[f"{nxt[i]}.aq"]],
+                                                  [relax.TensorType((n, hh, ww, feats), "float32"), narrow(feats)]))
+                    h, hq = bb.emit(relax.TupleGetItem(pair, 0)), bb.emit(relax.TupleGetItem(pair, 1))
+            else:
+                for i in range(n_blocks):
+                    a, b = (f"body.{i}.body.{j}" for j in (0, 2))
+                    # the ReLU output feeds only the next conv: stored as its uint8 input
+                    t = bb.emit_te(conv_int8, h, *q(a), relu=True, out_aq=params[f"{b}.aq"], primfunc_name_hint="qconv_relu")
+                    h = bb.emit_te(conv_int8, t, *q(b), residual=h, res_scale=res_scale, primfunc_name_hint="qconv_residual")
             skip = bb.emit_te(conv_fp32, xin, params["skip.w"], params["skip.b"], primfunc_name_hint="conv_skip")
             if amx:
-                tail = bb.add_func(conv_primfunc(n, hh, ww, feats, skip_ch, residual=True), "amx_conv_tail")
-                y = bb.emit(relax.call_tir(tail, [h, *q("tail"), skip], relax.TensorType((n, hh, ww, skip_ch), "float32")))
+                fused = hq is not None  # no residual blocks: the tail pads the head's output itself
+                tail = bb.add_func(conv_primfunc(n, hh, ww, feats, skip_ch, residual=True, padded_input=fused), "amx_conv_tail")
+                y = bb.emit(relax.call_tir(tail, [hq, *q("tail")[:4], skip] if fused else [h, *q("tail"), skip],
+                                           relax.TensorType((n, hh, ww, skip_ch), "float32")))
             else:
                 y = bb.emit_te(conv_int8, h, *q("tail"), residual=skip, primfunc_name_hint="qconv_tail")
             out = bb.emit_output(bb.emit_te(_shuffle_to_uint8, y, scale, mean, colors, primfunc_name_hint="to_uint8"))

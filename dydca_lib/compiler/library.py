@@ -95,14 +95,16 @@ def architectures(units: Mapping[int, WDSR], scale: int) -> tuple[DynamicWDSR, d
     return dyn, arch_of
 
 
-def _library_shapes(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: int, max_batch: int):
+def _library_shapes(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: int, max_batch: int,
+                    max_batch_pixels: int = 0):
     """``(dynamic model of the architectures, {unit: architecture}, architecture keys, static shapes)``
     of a library: one function per (architecture, patch shape with context, batch bucket) ``plans`` needs."""
     dyn, arch_of = architectures(units, scale)
     archs = [_arch_key(p.config) for p in dyn.paths]
     rows = [pd.DataFrame({"frame": f, "h": p.h, "w": p.w, "path": [arch_of[int(u)] for u in p.path]})
             for f, p in plans.items()]
-    return dyn, arch_of, archs, static_shapes(pd.concat(rows, ignore_index=True), context, max_batch)
+    return dyn, arch_of, archs, static_shapes(pd.concat(rows, ignore_index=True), context, max_batch,
+                                               max_batch_pixels)
 
 
 def _shape_key(shapes) -> list[list[int]]:
@@ -124,7 +126,7 @@ def _cached(key_record: dict, cache_dir: Path, prefix: str) -> tuple[Path, Path,
 
 def tvm_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: int, max_batch: int, tuned: bool,
                 cache_dir: Path, target=None, tune_trials_per_task: int = 0, manual: bool = False,
-                winograd: bool = False) -> tuple[Path, dict]:
+                winograd: bool = False, max_batch_pixels: int = 0) -> tuple[Path, dict]:
     """Compile (or reuse from ``cache_dir``) the static TVM library for these units' architectures
     and the patch shapes of ``plans`` (``{frame: FramePlan}``); returns the ``.so`` and its
     description (architectures, buckets, tuning coverage, ``arch_of``). The cache key is everything
@@ -133,11 +135,12 @@ def tvm_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: 
     tune the kernels the committed database lacks (:func:`~.tuning.extend_database`, which
     rewrites ``tuning/<target>/``). ``manual``: the hand-written NHWC convolution schedules of
     :mod:`.schedules` instead of a database (``tuned`` is then ignored); ``winograd`` (implies
-    ``manual``): the 3x3 body convolutions by Winograd F(4x4, 3x3) (:mod:`.winograd`)."""
+    ``manual``): the 3x3 body convolutions by Winograd F(4x4, 3x3) (:mod:`.winograd`).
+    ``max_batch_pixels``: the batch cap per shape (:func:`~.shapes.batch_cap`)."""
     from .runtime import CompiledDynamicSR
 
     target = target or cpu_target()
-    dyn, arch_of, archs, shapes = _library_shapes(units, plans, scale, context, max_batch)
+    dyn, arch_of, archs, shapes = _library_shapes(units, plans, scale, context, max_batch, max_batch_pixels)
     paths = dict(enumerate(dyn.paths))
     manual = manual or winograd
     tuned = tuned and not manual
@@ -184,7 +187,7 @@ LOW_PRECISION_KERNELS = ("int8", "amx_int8", "amx_bf16")  # int8 VNNI, int8 on A
 
 
 def int8_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: int, max_batch: int,
-                 cache_dir: Path, target=None, kernels: str = "int8") -> tuple[Path, dict]:
+                 cache_dir: Path, target=None, kernels: str = "int8", max_batch_pixels: int = 0) -> tuple[Path, dict]:
     """:func:`tvm_library` for the reduced-precision builds, hand-written schedules, no tuning: the same
     architectures, shapes, buckets and cache rules. ``kernels``: ``int8`` (:mod:`.int8`, trunk convs u8 x i8
     on AVX-512 VNNI; functions take :func:`.int8.quantize_unit`'s parameters), ``amx_int8`` (the body and
@@ -198,7 +201,7 @@ def int8_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context:
     if on_amx:
         amx.request_tile_permission()
     target = as_target(target) if target is not None else (amx.amx_target() if on_amx else int8.int8_target())
-    dyn, arch_of, archs, shapes = _library_shapes(units, plans, scale, context, max_batch)
+    dyn, arch_of, archs, shapes = _library_shapes(units, plans, scale, context, max_batch, max_batch_pixels)
     code = _file_digest([Path(__file__).with_name(n) for n in ("int8.py", "amx.py", "bf16.py", "schedules.py")])
     key_record = {"archs": archs, "shapes": _shape_key(shapes),
                   "target": str(target), "tvm": tvm.__version__, "kernels": kernels, "code": code, "v": 2}

@@ -100,6 +100,61 @@ def test_amx_conv_matches_numpy(n, h, w, c, f, kind):
     assert asm.count("tdpbusd") >= 4 and "ldtilecfg" in asm and "tilerelease" in asm
 
 
+def unpad(flat, n, h, w, c):
+    """The interior of :func:`amx.padded_layout`'s flat buffer, NHWC, and its border values."""
+    lay = A.padded_layout(n, h, w, c)
+    full = flat.reshape(n, lay["ph"], lay["pw"], c)
+    inside = np.zeros(full.shape[:3], bool)
+    inside[:, 1:h + 1, 1:w + 1] = True
+    return full[:, 1:h + 1, 1:w + 1], full[~inside]
+
+
+@needs_amx
+@pytest.mark.parametrize("n,h,w", [(2, 7, 19), (1, 8, 16)])
+def test_fused_padding_chain_matches_numpy(n, h, w):
+    """A ReLU conv that pads its own fp32 input and stores its uint8 output in the next conv's
+    bordered layout, a residual conv that reads that layout and also stores its output narrowed for
+    the conv after it, which reads it padded: the same numbers as the unfused reference, the border
+    (and the slack the tiles read past it) at the zero point."""
+    A.request_tile_permission()
+    rng = np.random.default_rng(2)
+    c, f = 32, 64
+    x = (rng.random((n, h, w, c)) * 2 - 1).astype(np.float32)
+    conv = {}
+    for name, (ci, fo) in {"relu": (c, f), "res": (f, c), "next": (c, c)}.items():
+        conv[name] = (rng.integers(-127, 128, (3, 3, ci // 4, fo // 16, 16, 4)).astype(np.int8),
+                      rng.integers(-1000, 1000, fo).astype(np.int32), (rng.random(fo) * 1e-3).astype(np.float32),
+                      rng.random(fo).astype(np.float32))
+    aq, mid_aq, next_aq = (np.array(v, np.float32) for v in ([100.0, 120.0], [2.0, 10.0], [50.0, 130.0]))
+    target = A.amx_target()
+
+    def run(func, *args):
+        lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
+        tensors = [tvm.runtime.tensor(a) for a in args]
+        lib["main"](*tensors)
+        return [t.numpy() for t in tensors]
+
+    packed = lambda k: [A.pack_weights(conv[k][0]).ravel(), *conv[k][1:]]  # noqa: E731
+    size = lambda ch: A.padded_layout(n, h, w, ch)["size"]  # noqa: E731
+    t = run(A.conv_primfunc(n, h, w, c, f, relu=True, narrow_output=True, padded_output=True),
+            x, *packed("relu"), aq, mid_aq, np.full(size(f), 7, np.uint8))[-1]
+    t_in, t_border = unpad(t, n, h, w, f)
+    want_t = reference_conv(x, *conv["relu"], aq, relu=True, out_aq=mid_aq)
+    assert np.abs(t_in.astype(int) - want_t.astype(int)).max() <= 1 and (t_border == 10).all()
+    res = rng.random((n, h, w, c)).astype(np.float32)
+    *_, out, outp = run(A.conv_primfunc(n, h, w, f, c, residual=True, res_scale=0.5, padded_input=True, also_padded=True),
+                        t, *packed("res"), res, next_aq, np.zeros((n, h, w, c), np.float32), np.full(size(c), 7, np.uint8))
+    want = reference_conv(t_in, *conv["res"], mid_aq, res=res, res_scale=0.5)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-4)
+    q_in, q_border = unpad(outp, n, h, w, c)
+    assert np.abs(q_in.astype(int) - np.clip(np.round(out * 50.0) + 130.0, 0, 255)).max() <= 1 and (q_border == 130).all()
+    *_, last = run(A.conv_primfunc(n, h, w, c, c, residual=True, padded_input=True),
+                   outp, *packed("next"), res, np.zeros((n, h, w, c), np.float32))
+    np.testing.assert_allclose(last, reference_conv(q_in, *conv["next"], next_aq, res=res), rtol=1e-5, atol=1e-4)
+    with pytest.raises(C.CompileError, match="narrow_output"):
+        A.conv_primfunc(n, h, w, c, f, relu=True, padded_output=True)
+
+
 @needs_amx
 def test_amx_path_matches_the_vnni_build_and_pytorch():
     w = tiny_wdsr(n_feats=32)

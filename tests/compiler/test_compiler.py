@@ -92,6 +92,19 @@ def test_static_shapes_from_manifest():
                       C.StaticShape(1, 16, 20, 1)]
     assert {s.h for s in C.static_shapes(m, context=2)} == {12, 20}
     assert C.StaticShape(0, 8, 10, 4).name == "p0_h8_w10_b4"
+    # a pixel cap: 8x10 patches (context 2: 12x14 = 168 px) fit 2 in 400 px, 16x20 ones none (1 is the floor)
+    capped = C.static_shapes(m, context=2, max_batch=4, max_batch_pixels=400)
+    assert capped == [C.StaticShape(0, 12, 14, 1), C.StaticShape(0, 12, 14, 2), C.StaticShape(1, 20, 24, 1)]
+
+
+def test_batch_cap_by_pixels():
+    assert C.batch_cap(58, 52, 16) == 16  # no pixel cap
+    assert C.batch_cap(58, 52, 16, 50_000) == 16 and C.batch_cap(112, 100, 16, 50_000) == 4
+    assert C.batch_cap(112, 100, 2, 50_000) == 2  # max_batch still caps
+    assert C.batch_cap(300, 300, 16, 50_000) == 1  # one patch always runs
+    for h, w, px in ((7, 9, 1000), (58, 52, 60_000), (10, 10, 99)):
+        b = C.batch_cap(h, w, 64, px)
+        assert b & (b - 1) == 0 and (b == 1 or b * h * w <= px < 2 * b * h * w)
 
 
 # ---------------------------------------------------------------- export
