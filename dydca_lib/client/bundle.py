@@ -161,8 +161,9 @@ def export_bundle(units: dict, runtime: str, out_dir: Path, *, scale: int, conte
     ``onnxruntime``: one ``.onnx`` per unit. ``tvm``: one compiled library for the units'
     architectures and the patch shapes of ``plans`` (cached in ``cache_dir``; kernels the committed
     database lacks are tuned first when ``tune_trials_per_task`` > 0; batches up to ``max_batch``
-    patches, or fewer where ``max_batch_pixels`` caps them, :func:`~dydca_lib.compiler.shapes.batch_cap`)
-    + one ``.npz`` of weights per unit.
+    patches) + one ``.npz`` of weights per unit. ``max_batch_pixels`` (every runtime): the client
+    calls a runtime with at most that many LR pixels (:func:`~dydca_lib.compiler.shapes.batch_cap`),
+    and TVM compiles no larger batch.
     ``torch_batched_bf16``: each unit folded, weights stored in bf16. ``onnxruntime_int8``: one int8
     ``.onnx`` per unit (:func:`export_onnx_int8`), ``calibration`` ``{unit: [uint8 NHWC batches]}``.
     """
@@ -176,7 +177,7 @@ def export_bundle(units: dict, runtime: str, out_dir: Path, *, scale: int, conte
     if precision == "int8" and (not calibration or set(map(int, calibration)) < set(map(int, units))):
         raise ValueError(f"runtime {runtime} quantizes every unit: give calibration patches for units {sorted(units)}")
     bundle = {"runtime": runtime, "scale": int(scale), "context": int(context), "units": {}, "dir": str(out_dir),
-              "precision": precision}
+              "precision": precision, "max_batch_pixels": int(max_batch_pixels)}
     if runtime in CUDA_RUNTIMES:  # the CPU bundle, run on the GPU
         bundle = export_bundle(units, runtime.removesuffix("_cuda"), out_dir, scale=scale, context=context,
                                plans=plans, dynamic=dynamic, routing=routing, max_batch=max_batch,

@@ -7,16 +7,19 @@ import time
 
 import numpy as np
 
+from ..compiler.shapes import batch_cap
 from ..tensors import drop_context, padded_for_patches, with_context
 from .engines import Engine, make_engine
 from .plan import FramePlan, Workload
 
 
 def sr_frame(engine: Engine, lr: np.ndarray, plan: FramePlan, scale: int, context: int = 0,
-             one_at_a_time: bool = False, model_ms: list | None = None) -> np.ndarray:
+             one_at_a_time: bool = False, model_ms: list | None = None, max_batch_pixels: int = 0) -> np.ndarray:
     """LR frame -> patches (with ``context`` LR px around each) -> units -> stitched SR frame.
 
-    Batched: one call per (patch h, w, path), patches in plan order. ``one_at_a_time`` (the
+    Batched: one call per (patch h, w, path), patches in plan order, or several where a call would
+    hold more than ``max_batch_pixels`` LR pixels (:func:`~dydca_lib.compiler.shapes.batch_cap`;
+    every runtime alike: past the caches a big batch streams each layer through memory). ``one_at_a_time`` (the
     reference): one call per patch, in plan order, routed in Python (``engine.route`` by size for
     the dynamic model, else the plan's path). The frame covered by the plan is returned (the
     overhang of border patches dropped), as :func:`dydca_lib.patches.stitch` does. ``model_ms``
@@ -55,10 +58,11 @@ def sr_frame(engine: Engine, lr: np.ndarray, plan: FramePlan, scale: int, contex
         for g in np.argsort(first):
             idx = np.flatnonzero(inverse.ravel() == g)
             h, w, p = (int(v) for v in uniq[g])
-            batch = np.stack([cut(plan.y[i], plan.x[i], h, w) for i in idx])
-            sr = run(batch, p)
-            for i, o in zip(idx, sr):
-                put(o, plan.y[i], plan.x[i], h, w)
+            step = batch_cap(*with_context(h, w, context), len(idx), max_batch_pixels)
+            for part in (idx[k:k + step] for k in range(0, len(idx), step)):
+                sr = run(np.stack([cut(plan.y[i], plan.x[i], h, w) for i in part]), p)
+                for i, o in zip(part, sr):
+                    put(o, plan.y[i], plan.x[i], h, w)
     return canvas[:out_h, :out_w]
 
 
@@ -78,6 +82,7 @@ class Client:
         t0 = time.perf_counter()
         self.engine = make_engine(bundle, threads)
         self.scale, self.context = int(bundle["scale"]), int(bundle["context"])
+        self.max_batch_pixels = int(bundle.get("max_batch_pixels", 0))
         self.units = sorted({int(u) for p in workload.plans.values() for u in np.unique(p.path)})
         if not switching:
             for u in self.units:
@@ -100,7 +105,8 @@ class Client:
                 switch_ms = (time.perf_counter() - t0) * 1e3
         t1 = time.perf_counter()
         calls: list[float] = []
-        sr = sr_frame(self.engine, self.workload.frames[i], plan, self.scale, self.context, self.one_at_a_time, calls)
+        sr = sr_frame(self.engine, self.workload.frames[i], plan, self.scale, self.context, self.one_at_a_time, calls,
+                      self.max_batch_pixels)
         compute_ms = (time.perf_counter() - t1) * 1e3
         self.last_model_ms = float(sum(calls))
         return sr, switch_ms, compute_ms

@@ -1,5 +1,5 @@
-"""3x3 convolutions on Intel AMX tiles, hand-written TensorIR: int8 (``tdpbusd``, the body and tail of
-:mod:`.int8`'s ``amx`` build) and bf16 (``tdpbf16ps``, :mod:`.bf16`; the same structure with 32 bf16
+"""3x3 convolutions on Intel AMX tiles, hand-written TensorIR: int8 (``tdpbusd``, every conv of the
+trunk in :mod:`.int8`'s ``amx`` build) and bf16 (``tdpbf16ps``, :mod:`.bf16`; the same structure with 32 bf16
 values per 64-byte K chunk, fp32 accumulators and no quantization). Below, the int8 kernel.
 
 TVM 0.27 has no AMX schedule, but its LLVM knows the tile instructions; the kernel calls them with
@@ -17,6 +17,10 @@ TVM 0.27 has no AMX schedule, but its LLVM knows the tile instructions; the kern
         tilestored -> 4 KiB of i32 on the stack; AVX-512 epilogue: (acc - comp) * scale + bias,
         ReLU (and requantize to the next conv's uint8) or residual + res_scale * that (fp32)
       tilerelease
+
+In the int8 trunk every conv stores the next one's input as that one reads it (:func:`padded_layout`:
+uint8, bordered with its zero point; a residual conv writes it beside its fp32 output), so only the
+head pads its own input: the padding passes were a fifth of a path's time.
 
 For one output pixel and one kernel row the K of a ``tdpbusd`` is the pixel's ``3 x C`` padded-input
 bytes, which NHWC stores contiguously: an A tile is 16 overlapping rows (stride C) of the quantized,
@@ -143,8 +147,8 @@ def conv_primfunc(n: int, h: int, w: int, c: int, f: int, *, relu: bool = False,
     input: 20 % of a path's time at 58x52): ``padded_input``: ``x`` is already the narrow,
     bordered input (:func:`padded_layout`, flat; :func:`pad_primfunc` or the previous conv wrote it).
     ``padded_output`` (a ReLU conv with ``narrow_output``): ``out`` is the next conv's input in that
-    layout, border included. ``also_padded`` (a residual conv): besides the fp32 ``out``, ``outp``
-    holds it narrowed (``out_aq``) in the next conv's layout."""
+    layout, border included. ``also_padded`` (a conv without ReLU: the head, a residual conv): besides
+    the fp32 ``out``, ``outp`` holds it narrowed (``out_aq``) in the next conv's layout."""
     import tvm
     from tvm.script import tirx as T
 
@@ -164,8 +168,8 @@ def conv_primfunc(n: int, h: int, w: int, c: int, f: int, *, relu: bool = False,
         raise CompileError("only a ReLU conv stores the next conv's narrow input")
     if padded_output and not narrow_output:
         raise CompileError("padded_output stores the next conv's narrow input: it needs narrow_output")
-    if also_padded and not residual:
-        raise CompileError("also_padded is a residual conv's second output")
+    if also_padded and relu:
+        raise CompileError("also_padded is a second output of a conv without ReLU (a ReLU conv: padded_output)")
     if padded_input and c_in != c:
         raise CompileError("a padded input already has every channel")
     kh = kw = 3
@@ -291,6 +295,8 @@ def conv_primfunc(n: int, h: int, w: int, c: int, f: int, *, relu: bool = False,
                                                 outp[at_next] = narrow(rv, out_aq)
                                         else:
                                             out[i, y0 + r, xo * m + px, fo] = v
+                                            if also_padded:
+                                                outp[at_next] = narrow(v, out_aq)
             T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilerelease"))
 
     # drop the buffers this variant does not use (the script declares every one)

@@ -140,7 +140,7 @@ def quantize_unit(wdsr, batches, amx: bool = False) -> list[np.ndarray]:
     padded up with zero weights), the zero-point compensation (i32, per real output channel), the
     dequantization scale (f32, per output channel), the bias and ``[1/input scale, zero point]``;
     then the fp32 skip weights (HWIO) and bias. With ``amx`` (:func:`int8_module`'s ``amx`` build)
-    the weights of the convs :func:`on_amx` are the AMX tiles of :func:`.amx.pack_weights` (flat), and
+    every conv's weights are the AMX tiles of :func:`.amx.pack_weights` (flat), and
     the tail's and the skip's outputs are padded to 16 channels (zero weights)."""
     from ..models import fold_weight_norm
 
@@ -162,7 +162,7 @@ def quantize_unit(wdsr, batches, amx: bool = False) -> list[np.ndarray]:
         packed = np.ascontiguousarray(padded.reshape(kh, kw, cp // 4, 4, fp // 16, 16).transpose(0, 1, 2, 4, 5, 3))
         comp = (zp * wq.astype(np.int64).reshape(-1, f).sum(0)).astype(np.int32)
         deq, bias = (s_in * w_scale).astype(np.float32), sd[f"{name}.bias"]
-        if amx and on_amx(name):
+        if amx:
             packed = pack_weights(packed).ravel()
             comp, deq, bias = (np.pad(v, (0, fp - f)) for v in (comp, deq, bias))  # whole 16-channel tiles
         out += [packed, comp, deq, bias, np.array([1.0 / s_in, zp], dtype=np.float32)]
@@ -171,13 +171,6 @@ def quantize_unit(wdsr, batches, amx: bool = False) -> list[np.ndarray]:
         pad = -(-skip_b.shape[0] // 16) * 16 - skip_b.shape[0]
         skip_w, skip_b = np.pad(skip_w, ((0, 0), (0, 0), (0, 0), (0, pad))), np.pad(skip_b, (0, pad))
     return out + [skip_w, skip_b]
-
-
-def on_amx(name: str) -> bool:
-    """Whether the AMX build runs int8 conv ``name`` (:func:`int8_convs`) on tiles: the body convs
-    and the tail (its outputs padded to 16); the head's 3 input channels fill one 64-byte K chunk
-    to 19 % only, so it stays on VNNI."""
-    return name.startswith("body.") or name == "tail"
 
 
 def check_architecture(config: dict) -> None:
@@ -299,9 +292,8 @@ def _relax_function(bb, config: dict, shape: StaticShape, amx: bool = False):
     for i, name in enumerate(int8_convs(n_blocks)):
         c, f = ((colors, feats) if name == "head" else (feats, out_ch) if name == "tail"
                 else (feats, feats * exp) if i % 2 == 1 else (feats * exp, feats))
-        tiles = amx and on_amx(name)
-        f = -(-f // 16) * 16 if tiles else f
-        wq = (3 * k_chunks(c) * 16 * f * 4,) if tiles else (3, 3, -(-c // 4), -(-f // 16), 16, 4)
+        f = -(-f // 16) * 16 if amx else f
+        wq = (3 * k_chunks(c) * 16 * f * 4,) if amx else (3, 3, -(-c // 4), -(-f // 16), 16, 4)
         sinfo.update({f"{name}.wq": relax.TensorType(wq, "int8"),
                       f"{name}.comp": relax.TensorType((f,), "int32"), f"{name}.scale": f32(f),
                       f"{name}.b": f32(f), f"{name}.aq": f32(2)})
@@ -311,29 +303,27 @@ def _relax_function(bb, config: dict, shape: StaticShape, amx: bool = False):
     with bb.function(shape.name, [x, *params.values()], attrs={"num_input": 1}):
         with bb.dataflow():
             xin = bb.emit_te(_input_from_uint8, x, mean, primfunc_name_hint="from_uint8")
-            h = bb.emit_te(conv_int8, xin, *q("head"), primfunc_name_hint="qconv_head")
             n, hh, ww, wide = shape.batch, shape.h, shape.w, feats * exp
             if amx:  # hand-written TIR on AMX tiles, called as is (already scheduled)
-                # every conv writes the next one's bordered uint8 input (amx.padded_layout): only the first pads its own
+                # every conv writes the next one's bordered uint8 input (amx.padded_layout): only the head pads its own
                 narrow = lambda c: relax.TensorType((padded_layout(n, hh, ww, c)["size"],), "uint8")  # noqa: E731
-                relu_first = bb.add_func(conv_primfunc(n, hh, ww, feats, wide, relu=True, narrow_output=True,
-                                                       padded_output=True), "amx_conv_relu_first")
+                plain = relax.TensorType((n, hh, ww, feats), "float32")
+                nxt = [f"body.{i}.body.0" for i in range(n_blocks)] + ["tail"]  # who reads the head's, each block's output
+                head = bb.add_func(conv_primfunc(n, hh, ww, colors + (-colors) % 4, feats, c_in=colors, also_padded=True),
+                                   "amx_conv_head")
+                pair = bb.emit(relax.call_tir(head, [xin, *q("head"), params[f"{nxt[0]}.aq"]], [plain, narrow(feats)]))
+                h, hq = bb.emit(relax.TupleGetItem(pair, 0)), bb.emit(relax.TupleGetItem(pair, 1))
                 relu_conv = bb.add_func(conv_primfunc(n, hh, ww, feats, wide, relu=True, narrow_output=True,
                                                       padded_input=True, padded_output=True), "amx_conv_relu")
                 res_conv = bb.add_func(conv_primfunc(n, hh, ww, wide, feats, residual=True, res_scale=res_scale,
                                                      padded_input=True, also_padded=True), "amx_conv_residual")
-                nxt = [f"body.{i + 1}.body.0" for i in range(n_blocks - 1)] + ["tail"]  # who reads each block's output
-                hq = None
                 for i in range(n_blocks):
                     a, b = (f"body.{i}.body.{j}" for j in (0, 2))
-                    if hq is None:
-                        t = bb.emit(relax.call_tir(relu_first, [h, *q(a), params[f"{b}.aq"]], narrow(wide)))
-                    else:
-                        t = bb.emit(relax.call_tir(relu_conv, [hq, *q(a)[:4], params[f"{b}.aq"]], narrow(wide)))
-                    pair = bb.emit(relax.call_tir(res_conv, [t, *q(b)[:4], h, params[f"{nxt[i]}.aq"]],
-                                                  [relax.TensorType((n, hh, ww, feats), "float32"), narrow(feats)]))
+                    t = bb.emit(relax.call_tir(relu_conv, [hq, *q(a)[:4], params[f"{b}.aq"]], narrow(wide)))
+                    pair = bb.emit(relax.call_tir(res_conv, [t, *q(b)[:4], h, params[f"{nxt[i + 1]}.aq"]], [plain, narrow(feats)]))
                     h, hq = bb.emit(relax.TupleGetItem(pair, 0)), bb.emit(relax.TupleGetItem(pair, 1))
             else:
+                h = bb.emit_te(conv_int8, xin, *q("head"), primfunc_name_hint="qconv_head")
                 for i in range(n_blocks):
                     a, b = (f"body.{i}.body.{j}" for j in (0, 2))
                     # the ReLU output feeds only the next conv: stored as its uint8 input
@@ -341,10 +331,8 @@ def _relax_function(bb, config: dict, shape: StaticShape, amx: bool = False):
                     h = bb.emit_te(conv_int8, t, *q(b), residual=h, res_scale=res_scale, primfunc_name_hint="qconv_residual")
             skip = bb.emit_te(conv_fp32, xin, params["skip.w"], params["skip.b"], primfunc_name_hint="conv_skip")
             if amx:
-                fused = hq is not None  # no residual blocks: the tail pads the head's output itself
-                tail = bb.add_func(conv_primfunc(n, hh, ww, feats, skip_ch, residual=True, padded_input=fused), "amx_conv_tail")
-                y = bb.emit(relax.call_tir(tail, [hq, *q("tail")[:4], skip] if fused else [h, *q("tail"), skip],
-                                           relax.TensorType((n, hh, ww, skip_ch), "float32")))
+                tail = bb.add_func(conv_primfunc(n, hh, ww, feats, skip_ch, residual=True, padded_input=True), "amx_conv_tail")
+                y = bb.emit(relax.call_tir(tail, [hq, *q("tail")[:4], skip], relax.TensorType((n, hh, ww, skip_ch), "float32")))
             else:
                 y = bb.emit_te(conv_int8, h, *q("tail"), residual=skip, primfunc_name_hint="qconv_tail")
             out = bb.emit_output(bb.emit_te(_shuffle_to_uint8, y, scale, mean, colors, primfunc_name_hint="to_uint8"))
@@ -356,8 +344,10 @@ def int8_module(config: dict, shapes, more: list[tuple[dict, list]] | None = Non
     ``model.config``), named :attr:`StaticShape.name`, taking ``x`` (uint8 NHWC LR patches, with
     context) and :func:`quantize_unit`'s parameters and returning uint8 NHWC SR patches (the
     client's own format: the byte <-> float conversions run compiled, not in NumPy); ``more``: further ``(config, shapes)`` in the same module
-    (each architecture's shapes carry its index as ``path``). ``amx``: the body convs on AMX tiles
-    (:mod:`.amx`; their weights from ``quantize_unit(..., amx=True)``), the rest as without."""
+    (each architecture's shapes carry its index as ``path``). ``amx``: every int8 conv (head, body,
+    tail) on AMX tiles (:mod:`.amx`; weights from ``quantize_unit(..., amx=True)``), each writing the
+    next one's bordered uint8 input itself (only the head pads and quantizes its own); the skip conv,
+    the byte conversions and the shuffle as without."""
     bb = relax.BlockBuilder()
     for cfg, shp in [(config, shapes), *(more or [])]:
         check_architecture(cfg)

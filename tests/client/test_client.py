@@ -127,6 +127,24 @@ def test_reference_routes_by_size_one_patch_at_a_time(setup, tmp_path):
     assert client.engine.route(4, 4) == 0 and client.engine.route(8, 8) == 1
 
 
+def test_pixel_cap_splits_calls_and_keeps_the_frame(setup, tmp_path):
+    """``max_batch_pixels``: the client calls the runtime with at most that many LR pixels (one patch
+    at least), for every runtime, and the stitched frame is the uncapped one."""
+    model, manifest, lr, wl = setup
+    units = {p: m for p, m in enumerate(model.paths)}
+    frames = {}
+    for cap in (0, 1):
+        bundle = export_bundle(units, "torch_batched", tmp_path / str(cap), scale=SCALE, context=CONTEXT,
+                               max_batch_pixels=cap)
+        client = Client(bundle, wl, threads=1)
+        batches = []
+        run = client.engine.run
+        client.engine.run = lambda x, unit, run=run: batches.append(len(x)) or run(x, unit)
+        frames[cap] = client.frame(wl.order[0])[0]
+        assert (max(batches) > 1) if cap == 0 else (set(batches) == {1})
+    assert np.array_equal(frames[0], frames[1])
+
+
 def test_switching_client_loads_each_chunk_model(tmp_path):
     torch.manual_seed(0)
     units = {0: WDSR(scale=2, n_blocks=1, n_feats=4).eval(), 1: WDSR(scale=2, n_blocks=1, n_feats=4).eval()}
