@@ -23,9 +23,11 @@ import re
 import numpy as np
 import pandas as pd
 
-from .comparison import reading
+from .cells import run_cell
+from .comparison import reading, suite_kwargs
 from .evaluate import evaluate, frame_protocol
 from .methods import Method, method_suite
+from .params import PatchParams
 from .pipeline import PatchData
 
 STUDY_METRICS = ["frame_psnr_rgb", "frame_psnr_y", "frame_ssim_y"]
@@ -79,12 +81,10 @@ def full_frame_row(method: Method, data: PatchData, heldout_ids) -> dict:
 
 
 def run_study(specs: list[dict], progress=None) -> pd.DataFrame:
-    """One row per run (:func:`dydca_lib.cells.budget_specs`): method, seed, epochs, LR megapixels
+    """One row per run (:func:`budget_specs`): method, seed, epochs, LR megapixels
     processed, the seconds its training took (when it was trained, also for a model loaded from
     the cache) and the full-frame metrics on the held-out frames. Each run is a cached cell, so a
     sweep can compute them elsewhere first. ``progress`` wraps the list (e.g. ``tqdm``)."""
-    from .cells import budget_cell
-
     return pd.DataFrame([budget_cell(s) for s in (progress(specs) if progress else specs)])
 
 
@@ -166,3 +166,32 @@ def summary(curve: pd.DataFrame, plateau: pd.DataFrame) -> dict:
                                    "psnr": round(float(r.psnr), 3)} for r in plateau.itertuples()},
             "largest_budget": {r.method: round(float(r["mean"]), 3)
                                for _, r in curve[curve.epochs == curve.epochs.max()].iterrows()}}
+
+
+# ---------------------------------------------------------------- the cells: (method, budget, seed)
+
+def budget_specs(params: dict) -> list[dict]:
+    """Notebook 04b's runs, in its order: method, then seed, then budget."""
+    if not params["seeds"]:
+        raise ValueError("seeds: give at least one training seed")
+    patch, suite = PatchParams.pick(params).asdict(), suite_kwargs(params, per_run=False)
+    return [{"patch": patch, "method": str(name), "epochs": float(epochs), "seed": int(seed), "suite": suite}
+            for name in params["methods"] for seed in params["seeds"] for epochs in sorted(params["budgets"])]
+
+
+def compute_cell(spec: dict) -> dict:
+    """Compute one training run of the budget study (what :func:`budget_cell` caches)."""
+    from .pipeline import patch_data
+
+    data = patch_data(PatchParams.pick(spec["patch"]))
+    m = study_method(spec["method"], data.frames.scale, len(data.chunks), spec["epochs"], spec["seed"], **spec["suite"])
+    m.prepare(data)
+    return {"row": {"method": spec["method"], "seed": spec["seed"], "epochs": spec["epochs"],
+                    "train_lr_megapixels": m.train_info["train_lr_megapixels"],
+                    "train_seconds": m.train_info["train_seconds"], "train_precision": m.train_info["train_precision"],
+                    "parameters": m.describe()["parameters"], **full_frame_row(m, data, data.heldout_ids)}}
+
+
+def budget_cell(spec: dict) -> dict:
+    """One training run of the budget study: its row (method, seed, epochs, compute, PSNR)."""
+    return run_cell("budget", spec)["row"]

@@ -1,13 +1,19 @@
-"""Notebook 04's tables from its long results (one row per clip x scale x method x seed): the
-mean and spread over seeds, the main table per protocol and Dy-DCA's difference to every
-multi-model method, read as a tie when it is smaller than twice the seed-to-seed spread."""
+"""Notebook 04: its cells (clip, scale, seed: train every method for that seed and score it under
+both protocols; cached by :mod:`dydca_lib.cells`) and its tables from their long results (one row
+per clip x scale x method x seed): the mean and spread over seeds, the main table per protocol and
+Dy-DCA's difference to every multi-model method, read as a tie when it is smaller than twice the
+seed-to-seed spread."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pandas as pd
+
+from .cells import run_cell
+from .params import PatchParams
 
 MULTI_MODEL = ("STDO", "one model per chunk", "CaFM", "one model per video")  # method names Dy-DCA is held against
 SIZE_COLUMNS = ["models", "parameters", "model_bytes", "routing_map_bytes", "gflop_per_frame"]
@@ -84,3 +90,71 @@ def verdicts(results: pd.DataFrame, tolerance_db: float = 0.1) -> pd.DataFrame:
                              "dydca_gflop_per_frame": round(float(dy.get("gflop_per_frame", float("nan"))), 2),
                              "other_gflop_per_frame": round(float(o.get("gflop_per_frame", float("nan"))), 2)})
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- the cells: (clip, scale, seed)
+
+def suite_kwargs(params: dict, per_run: bool = True) -> dict:
+    """:func:`~dydca_lib.methods.method_suite`'s keywords from a notebook's parameters (notebooks 04,
+    04b, 08). ``per_run=False`` leaves out what each run of the budget study or of a rate-quality
+    point sets itself: STDO's k (from the method's name), the epochs and the equal-size switch."""
+    kw = dict(kernel=params["lr_kernel"], joint_k=params["joint_k"], joint_shares=list(params["joint_shares"]),
+              model_blocks=params["model_blocks"], path_blocks=list(params["path_blocks"]), n_feats=params["model_feats"],
+              expansion=params["model_expansion"], batch_size=params["batch_size"], context=params["context"],
+              lr=params["learning_rate"])
+    if per_run:
+        kw.update(stdo_ks=list(params["stdo_ks"]), epochs=params["epochs"], equal_size=params["equal_size"])
+    return kw
+
+
+def comparison_specs(params: dict, keep_hardest: int = 3) -> list[dict]:
+    """Notebook 04's cells, in its table order (clip, scale, seed): the first seed of each clip and
+    scale also scores bicubic and the general model (they do not depend on the seed), and the very
+    first cell keeps the SR frames of the ``keep_hardest`` hardest held-out patches for the crops."""
+    if not params["seeds"]:
+        raise ValueError("seeds: give at least one training seed")
+    base = PatchParams.pick(params)
+    specs = []
+    for i, video in enumerate(params["videos"]):
+        for j, scale in enumerate(params["scales"]):
+            for k, seed in enumerate(params["seeds"]):
+                patch = dataclasses.replace(base, video=str(video), scale=int(scale)).asdict()
+                specs.append({"patch": patch, "seed": int(seed), "suite": suite_kwargs(params),
+                              "eval_train_every": int(params["eval_train_every"]), "untrained": k == 0,
+                              "keep_hardest": keep_hardest if (i, j, k) == (0, 0, 0) else 0})
+    return specs
+
+
+def hardest_heldout_patches(data, n: int = 3) -> pd.DataFrame:
+    """The ``n`` held-out patches the general model finds hardest (lowest label PSNR)."""
+    return data.manifest[data.manifest.frame.isin(data.heldout_ids)].nsmallest(n, "label")
+
+
+def compute_cell(spec: dict) -> dict:
+    """Compute one cell of notebook 04 (what :func:`comparison_cell` caches)."""
+    from .methods import evaluate_method, method_suite
+    from .pipeline import patch_data
+
+    data = patch_data(PatchParams.pick(spec["patch"]))
+    scale, seed = data.frames.scale, spec["seed"]
+    keep = hardest_heldout_patches(data, spec["keep_hardest"]).frame.unique() if spec["keep_hardest"] else ()
+    rows, per_frame, kept = [], [], {}
+    for m in method_suite(scale, len(data.chunks), seed=seed, **spec["suite"]):
+        if not (m.trained or spec["untrained"]):
+            continue
+        m.prepare(data)
+        res = evaluate_method(m, data, data.train_ids[::spec["eval_train_every"]], data.heldout_ids, keep_frames=keep)
+        rows.append({"video": data.frames.name, "scale": scale, "seed": seed, **res["row"]})
+        per_frame += (res["per_frame"].merge(data.frame_table[["frame", "chunk"]], on="frame")
+                      .assign(video=data.frames.name, scale=scale, seed=seed).to_dict("records"))
+        if len(keep):
+            kept[m.name] = res["kept"]
+    return {"rows": rows, "per_frame": per_frame, "kept": kept}
+
+
+def comparison_cell(spec: dict) -> dict:
+    """One cell of notebook 04: ``rows`` (one per method), ``per_frame`` (a DataFrame) and ``kept``
+    ({method: {frame: SR frame}})."""
+    out = run_cell("comparison", spec)
+    out["per_frame"] = pd.DataFrame(out["per_frame"])
+    return out

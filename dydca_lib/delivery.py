@@ -115,13 +115,13 @@ def method_names(params: dict) -> list[str]:
 
 def point_specs(params: dict, videos, codecs) -> list[dict]:
     """Notebook 08's method points: one per (clip, LR codec, CRF), in that order."""
-    from .cells import budget_suite_kwargs
+    from .comparison import suite_kwargs
     from .params import PatchParams
 
     base = PatchParams.pick(params)
     return [{"patch": {**base.asdict(), "video": str(v)}, "codec": c, "crf": int(q), "preset": params["preset"],
              "methods": method_names(params), "epochs": float(params["epochs"]), "seed": int(params["seed"]),
-             "suite": budget_suite_kwargs(params),
+             "suite": suite_kwargs(params, per_run=False),
              "clean_check": int(q) == int(params["clean_check_crf"]) and c == codecs[0]}
             for v in videos for c in codecs for q in params["crfs"]]
 

@@ -120,7 +120,7 @@ def general_model(spec: GeneralSpec, exclude_video, cache_dir: Path | None = Non
     cfg = FitConfig(steps=spec.steps, lr=spec.lr, seed=spec.seed)
     torch.manual_seed(spec.seed)  # initial weights follow the spec, not whatever the process drew before
     model, history, fit_info = train_or_load(spec.model(), sampler, cfg, key, f"general-x{spec.scale}",
-                                             cache_dir, desc=f"general model x{spec.scale}")
+                                             cache_dir, desc=f"general model x{spec.scale}", code=(__name__,))
     info = {"cache_file": fit_info["cache_file"], "parameters": count_parameters(model), "config": model.config,
             "trained_on_clips": sources, "natural_images": list(NATURAL_IMAGES) if spec.natural_images else [],
             "excluded_video": video_identity(exclude_video), "steps": spec.steps,

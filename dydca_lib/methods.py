@@ -200,7 +200,7 @@ class _Trained(Method):
                    "manifest": hashlib.sha256(np.ascontiguousarray(cells).tobytes()).hexdigest()[:16],
                    "batch": self.batch_size, "context": self.context}
             model, history, info = train_or_load(model, src, fit_cfg, key, f"{type(self).__name__.lower()}-{model_id}",
-                                                 desc=f"{self.name} model {model_id}")
+                                                 desc=f"{self.name} model {model_id}", code=(__name__,))
             self._models[model_id], self.histories[model_id] = model, history
             seconds += info["seconds"]
             lr_px += int(history.lr_pixels.sum())

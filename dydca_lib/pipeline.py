@@ -25,6 +25,7 @@ import torch
 from . import general
 from . import patches as P
 from . import video as videolib
+from .codeversion import code_version
 from .io import atomic_write_bytes
 from .models import super_resolve
 from .params import PatchParams
@@ -79,7 +80,7 @@ def _write_csv_gz(path: Path, df: pd.DataFrame) -> None:
 def cached_labels(frames: videolib.FrameSet, frame_ids, geom: P.PatchGeometry, net, general_info: dict):
     """:func:`patches.label_frames`, cached under ``data/cache/`` by frames, geometry and model."""
     key_record = {"frames": frames.identity(), "ids": [int(i) for i in frame_ids], "geom": asdict(geom),
-                  "model": general_info["cache_file"], "v": LABELS_VERSION}
+                  "model": general_info["cache_file"], "v": LABELS_VERSION, "code": code_version(P.__name__)}
     key = hashlib.sha256(json.dumps(key_record, sort_keys=True).encode()).hexdigest()[:12]
     root = data_dir() / "cache"
     lab, per = root / f"labels-{key}.csv.gz", root / f"general-frames-{key}.csv.gz"

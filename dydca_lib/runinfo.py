@@ -18,12 +18,11 @@ TRACKED_PACKAGES = (
 
 
 def code_version() -> str:
-    """A hash of the library sources, subpackages included (any change to dydca_lib re-runs every
-    notebook and recomputes every cached cell)."""
-    h = hashlib.sha256()
-    for p in sorted(PACKAGE_DIR.rglob("*.py")):
-        h.update(p.relative_to(PACKAGE_DIR).as_posix().encode() + p.read_bytes())
-    return h.hexdigest()[:16]
+    """A hash of the library's code, subpackages included (:func:`dydca_lib.codeversion.code_version`:
+    comments and docstrings do not count); any change of code re-runs every notebook."""
+    from .codeversion import code_version as package_version
+
+    return package_version()
 
 
 def seed_everything(seed: int) -> None:

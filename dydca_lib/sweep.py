@@ -98,7 +98,9 @@ def _with_phases(prepare: list[Job], work: list[Job]) -> list[Job]:
 
 def comparison_jobs(profile: str, video=None, overrides: dict | None = None, gpu: bool = False) -> list[Job]:
     """Notebook 04's (clip, scale, seed) cells, after the clips' shared inputs."""
-    specs = cells.comparison_specs(_effective(profile, "04_baseline_comparison", video, overrides))
+    from . import comparison
+
+    specs = comparison.comparison_specs(_effective(profile, "04_baseline_comparison", video, overrides))
     work = [Job(f"comparison {Path(s['patch']['video']).stem} x{s['patch']['scale']} seed {s['seed']}", "comparison",
                 s, gpu) for s in specs]
     return _with_phases(prepare_jobs(specs), work)
@@ -106,7 +108,9 @@ def comparison_jobs(profile: str, video=None, overrides: dict | None = None, gpu
 
 def budget_jobs(profile: str, video=None, overrides: dict | None = None, gpu: bool = False) -> list[Job]:
     """Notebook 04b's (method, budget, seed) training runs, after the clip's shared inputs."""
-    specs = cells.budget_specs(_effective(profile, "04b_budget_study", video, overrides))
+    from . import budget
+
+    specs = budget.budget_specs(_effective(profile, "04b_budget_study", video, overrides))
     work = [Job(f"budget {s['method']} {s['epochs']:g} epochs seed {s['seed']}", "budget", s, gpu) for s in specs]
     return _with_phases(prepare_jobs(specs), work)
 

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .codeversion import code_version
 from .io import atomic_write_bytes
 from .models import build_model, model_record, to_tensor
 from .paths import data_dir
@@ -336,16 +337,19 @@ def training_speed(make_model, source, steps: int = 20, warmup: int = 3, setting
 
 
 def train_or_load(model: nn.Module, source, cfg: FitConfig, key: dict, name: str,
-                  cache_dir: Path | None = None, desc: str | None = None) -> tuple[nn.Module, pd.DataFrame, dict]:
+                  cache_dir: Path | None = None, desc: str | None = None,
+                  code: tuple[str, ...] = ("dydca_lib.train",)) -> tuple[nn.Module, pd.DataFrame, dict]:
     """Train ``model`` (resumably) or load it from ``data/models/<name>-<hash>.pt``.
 
-    The hash covers ``key`` (whatever determines the training data), the model's record and the
-    fit config, so a changed parameter trains a new model and an unchanged one costs a file read.
+    The hash covers ``key`` (whatever determines the training data), the model's record, the fit
+    config and the code that trains it (``code``: the modules whose import closure does, e.g. the
+    caller's, :func:`dydca_lib.codeversion.code_version`; this module always), so a changed parameter
+    or trainer trains a new model and an unchanged one costs a file read, whatever else was edited.
     Returns ``(model, history, info)``.
     """
     device = resolve_device(cfg.device)
     # the precision actually used (bf16 and fp32 training give different weights); the device does not count
-    record = {"key": key, "model": model_record(model),
+    record = {"key": key, "model": model_record(model), "code": code_version(__name__, *code),
               "fit": asdict(cfg) | {"device": "any", "precision": resolve_precision(cfg.precision, device)}}
     digest = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:12]
     cache_dir = cache_dir or data_dir() / "models"

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dydca_lib import cells
+from dydca_lib import cells, comparison
 
 TINY = dict(max_frames=30, chunk_seconds=1.0, heldout_every=5, grid_rows=4, grid_cols=4, levels=2, general_blocks=0,
             general_feats=4, general_steps=2, general_batch=2, general_patch=8, fps=0.0, heldout_policy="interleaved",
@@ -17,18 +17,18 @@ def nb04_params(video, **changes):
 
 
 def test_comparison_specs_follow_the_tables_order_and_keep_crops_once(synthetic_video):
-    specs = cells.comparison_specs(nb04_params(synthetic_video, scales=[2, 3]))
+    specs = comparison.comparison_specs(nb04_params(synthetic_video, scales=[2, 3]))
     assert [(s["patch"]["scale"], s["seed"]) for s in specs] == [(2, 0), (2, 1), (3, 0), (3, 1)]
     assert [s["untrained"] for s in specs] == [True, False, True, False]
     assert [s["keep_hardest"] for s in specs] == [3, 0, 0, 0]
     with pytest.raises(ValueError, match="seeds"):
-        cells.comparison_specs(nb04_params(synthetic_video, seeds=[]))
+        comparison.comparison_specs(nb04_params(synthetic_video, seeds=[]))
 
 
 def test_a_cell_is_computed_once_and_read_back_the_same(tmp_root, synthetic_video, monkeypatch):
-    spec = cells.comparison_specs(nb04_params(synthetic_video))[0]
+    spec = comparison.comparison_specs(nb04_params(synthetic_video))[0]
     assert not cells.is_done("comparison", spec)
-    first = cells.comparison_cell(spec)
+    first = comparison.comparison_cell(spec)
     assert cells.is_done("comparison", spec)
     names = [r["method"] for r in first["rows"]]
     assert names[:2] == ["bicubic", "general"] and "Dy-DCA" in names
@@ -36,7 +36,7 @@ def test_a_cell_is_computed_once_and_read_back_the_same(tmp_root, synthetic_vide
     assert first["kept"] and all(isinstance(a, np.ndarray) for k in first["kept"].values() for a in k.values())
 
     monkeypatch.setitem(cells.COMPUTE, "comparison", lambda spec: pytest.fail("a done cell was computed again"))
-    again = cells.comparison_cell(spec)
+    again = comparison.comparison_cell(spec)
     assert again["rows"] == first["rows"]
     assert again["per_frame"].equals(first["per_frame"])
     for m in first["kept"]:
@@ -45,8 +45,8 @@ def test_a_cell_is_computed_once_and_read_back_the_same(tmp_root, synthetic_vide
 
 
 def test_second_seed_cell_trains_only_the_trained_methods(tmp_root, synthetic_video):
-    spec = cells.comparison_specs(nb04_params(synthetic_video))[1]
-    rows = cells.comparison_cell(spec)["rows"]
+    spec = comparison.comparison_specs(nb04_params(synthetic_video))[1]
+    rows = comparison.comparison_cell(spec)["rows"]
     assert {r["seed"] for r in rows} == {1} and "bicubic" not in [r["method"] for r in rows]
 
 

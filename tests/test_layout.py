@@ -9,7 +9,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "dydca_lib"
 
 LAYERS = [  # a module may import from its own layer or any layer above it
-    {"paths", "io", "runinfo", "published", "profiles"},  # shared helpers
+    {"paths", "io", "runinfo", "published", "profiles", "codeversion"},  # shared helpers
     {"sources", "video", "codec", "metrics", "tensors", "patches"},  # data
     {"models", "train", "general", "params", "pipeline", "evaluate", "methods", "comparison", "budget", "delivery", "cells"},  # learning
     {"compiler"},
@@ -89,3 +89,55 @@ def test_no_module_outgrows_one_idea(path):
 def test_each_package_says_what_it_is_for_and_may_import(package):
     doc = ast.get_docstring(ast.parse((PACKAGE / package / "__init__.py").read_text()))
     assert doc and "import" in doc
+
+
+def import_cycles(modules, package_dir=PACKAGE) -> list[list[str]]:
+    """The strongly connected groups (more than one module) of the file-level import graph."""
+    from dydca_lib.codeversion import imports_of
+
+    graph = {m: sorted(imports_of(m, package_dir) - {m}) for m in modules}
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, []):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while not group or group[-1] != v:
+                group.append(stack.pop())
+                on.discard(group[-1])
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    for m in graph:
+        if m not in index:
+            visit(m)
+    return out
+
+
+def module_name(path: Path, package_dir=PACKAGE) -> str:
+    return ".".join(["dydca_lib", *(p for p in path.relative_to(package_dir).with_suffix("").parts if p != "__init__")])
+
+
+def test_no_import_cycles():
+    """Not even inside a layer, lazy imports included: a cycle means two modules are one idea."""
+    assert import_cycles([module_name(p) for p in PACKAGE.rglob("*.py")]) == []
+
+
+def test_the_cycle_check_finds_a_cycle(tmp_path):
+    pkg = tmp_path / "dydca_lib"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from .sub import b\n")
+    (pkg / "sub" / "b.py").write_text("def f():\n    from ..a import x\n")
+    (pkg / "c.py").write_text("import dydca_lib.a\n")
+    mods = [module_name(p, pkg) for p in pkg.rglob("*.py")]
+    assert import_cycles(mods, pkg) == [["dydca_lib.a", "dydca_lib.sub.b"]]

@@ -3,7 +3,7 @@ a retried failure, a killed worker and a job that keeps failing, then a clean sh
 
 import pytest
 
-from dydca_lib import cells, sweep
+from dydca_lib import budget, cells, sweep
 
 from .test_cells import TINY
 
@@ -35,7 +35,7 @@ def test_local_cluster_listens_on_loopback_only(cluster):
 
 
 def test_sweep_runs_cells_retries_failures_and_reports_the_rest(cluster, synthetic_video, tmp_root):
-    specs = cells.budget_specs(budget_params(synthetic_video))
+    specs = budget.budget_specs(budget_params(synthetic_video))
     real = [sweep.Job(f"budget {s['method']} {s['epochs']}", "budget", s, phase=1) for s in specs]
     prepare = sweep.prepare_jobs(specs)
     assert len(prepare) == 1 and prepare[0].phase == 0
@@ -46,7 +46,7 @@ def test_sweep_runs_cells_retries_failures_and_reports_the_rest(cluster, synthet
 
     # the four real runs are done, as files the notebook reads back, with the numbers a serial run computes
     assert len(real) == 4 and all(j.done() for j in real)
-    rows = [cells.budget_cell(s) for s in specs]
+    rows = [budget.budget_cell(s) for s in specs]
     assert [(r["method"], r["epochs"]) for r in rows] == [(s["method"], s["epochs"]) for s in specs]
     assert all(10 < r["frame_psnr_rgb"] < 60 for r in rows)
     # a failure on the first try is retried; a worker killed mid-job is replaced and the job rescheduled

@@ -83,7 +83,7 @@ def _target(att: Attempt):
 
 def _static_module(wdsr, shape):
     """The static function of ``shape`` exactly as every build makes it
-    (:func:`dydca_lib.compiler.library.static_module`), so the committed records match."""
+    (:func:`dydca_lib.compiler.static.static_module`), so the committed records match."""
     from .. import compiler as C
 
     shape = C.StaticShape(int(shape.path), int(shape.h), int(shape.w), int(shape.batch))

@@ -12,17 +12,23 @@ It may import the data and learning layers (``models``, ``paths``, ``runinfo``, 
   (``relax.get_pipeline("zero")``), ``StaticPlanBlockMemory``, kernel and memory reports;
 * :mod:`.database` — MetaSchedule databases under ``tuning/<target-name>/``: apply, coverage, prune;
 * :mod:`.tuning` — MetaSchedule tuning into a database, extending a committed one;
+* :mod:`.microkernel` — the primitives the hand-written schedules share (accumulator tile, width
+  tile, vectorising, epilogue fusion, the target's vector shape);
 * :mod:`.schedules` — the hand-written register-blocked NHWC convolution schedule (``manual=True``
-  builds: no database), and :func:`~.schedules.hot_loop`, the instruction mix of generated code;
+  builds: no database), the one dispatch over the hand-written schedules
+  (:func:`~.schedules.schedule_primfunc`), and :func:`~.schedules.hot_loop`, the instruction mix of
+  generated code;
 * :mod:`.winograd` — the 3x3 body convolutions by Winograd F(4x4, 3x3) with their own hand-written
   schedule (``winograd=True``, with ``manual``);
 * :mod:`.int8` — int8 WDSR paths: body convs u8 x i8 on AVX-512 VNNI in the same schedule,
   quantized parameters from calibration patches;
 * :mod:`.amx` — the 3x3 convs on Intel AMX tiles (``tdpbusd`` int8, ``tdpbf16ps`` bf16), hand-written
-  TensorIR calling the tile instructions; the int8 build's ``amx=True`` (body and tail);
+  TensorIR calling the tile instructions; the int8 build's ``amx=True`` (every trunk conv);
 * :mod:`.bf16` — bf16 WDSR paths on AMX tiles (the trunk in bf16, the skip conv fp32);
-* :mod:`.library` — :func:`~.library.static_module`, the one function that builds the static
-  module for (paths, shapes), and the deployable shared library of notebook 06's client;
+* :mod:`.static` — :func:`~.static.static_module`, the one function that builds the static
+  module for (paths, shapes);
+* :mod:`.library` — the deployable shared library of notebook 06's client (cached by everything
+  that determines its code, the compiler's own source included);
 * :mod:`.runtime` — :class:`~.runtime.CompiledDynamicSR` (an upscaler) and TVM timing.
 
 Every public name is also reachable here (``from dydca_lib import compiler as C; C.fuse``),
@@ -80,7 +86,8 @@ _EXPORTS = {
     "database": ("TUNING_ROOT", "DB_FILES", "tuning_dir", "readable_database", "compress_database", "has_database",
                  "apply_database", "database_coverage", "prune_database", "extract_tasks"),
     "tuning": ("tune", "extend_database", "clear_in_process_modules"),
-    "library": ("static_module", "tvm_library"),
+    "static": ("static_module",),
+    "library": ("tvm_library",),
     "runtime": ("CompiledDynamicSR", "time_vm"),
 }
 _MODULE_OF = {name: mod for mod, names in _EXPORTS.items() for name in names}

@@ -101,7 +101,7 @@ def path_bounds(shapes: Iterable[StaticShape]) -> dict:
     """The export bounds of one path serving ``shapes``: batch up to the largest bucket (at least
     2: a dynamic batch needs it), H and W from 2 up to the largest patch (context included).
 
-    Every build exports with these bounds (:func:`dydca_lib.compiler.library.static_module`): the
+    Every build exports with these bounds (:func:`dydca_lib.compiler.static.static_module`): the
     tuned kernels in ``tuning/`` were recorded under them and would stop matching under others.
     """
     shapes = list(shapes)

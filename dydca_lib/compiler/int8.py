@@ -35,7 +35,8 @@ from tvm.script import tirx as T
 
 from . import CompileError
 from .amx import amx_target, conv_primfunc, k_chunks, pack_weights, padded_layout, request_tile_permission
-from .schedules import ACCUMULATORS, schedule_primfunc, vector_loop, width_tile
+from .microkernel import ACCUMULATORS, vector_loop, width_tile
+from .schedules import schedule_primfunc
 from .shapes import StaticShape
 from .target import as_target, cpu_target
 

@@ -1,10 +1,8 @@
-"""Building the static module for (paths, shapes) — the one function every build uses — and the
-deployable shared library a client loads (notebook 06).
-
-:func:`static_module` exports each path with :func:`~dydca_lib.compiler.export.path_bounds` and
-specialises one static Relax function per shape; :class:`~dydca_lib.compiler.runtime.CompiledDynamicSR`
-(notebooks 05/06), :func:`tvm_library` (the client's ``.so``) and the attempts
-(:mod:`dydca_lib.bench.attempts`) all go through it, so a kernel tuned in one is found by the others.
+"""The deployable shared library a client loads (notebook 06): one ``.so`` per (architectures,
+shapes, target, kernels), cached by everything that determines its code. Every fp32 build starts
+from :func:`.static.static_module`, as :class:`~dydca_lib.compiler.runtime.CompiledDynamicSR`
+(notebooks 05/06) and the attempts (:mod:`dydca_lib.bench.attempts`) do, so a kernel tuned in one is
+found by the others.
 """
 
 from __future__ import annotations
@@ -13,7 +11,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -21,32 +19,14 @@ import pandas as pd
 import tvm
 
 from . import CompileError
+from ..codeversion import code_version
 from ..models import DynamicWDSR, WDSR, fold_weight_norm, unit_params
 from .database import database_coverage, has_database, tuning_dir
-from .export import export_paths
-from .passes import fuse, specialize
-from .shapes import StaticShape, static_shapes
+from .passes import fuse
+from .shapes import static_shapes
+from .static import static_module
 from .target import as_target, cpu_target
 from .tuning import extend_database
-
-
-def static_module(paths: Mapping[int, WDSR], shapes: Iterable[StaticShape]):
-    """One static function per shape, each from its path's symbolic export, in one IRModule.
-
-    ``paths``: ``{path index: WDSR}`` (weight norm folded on export). Returns ``(module, params,
-    symbolic)``: the unfused static IRModule (functions named :func:`~.shapes.function_name`), each
-    path's weights in the order its functions take them, and each path's symbolic module as exported
-    (:func:`~.export.export_paths`).
-    """
-    shapes = sorted(shapes)
-    if not shapes:
-        raise CompileError("no shapes to compile")
-    symbolic, params = export_paths(paths, shapes)
-    static = tvm.IRModule({})
-    for p, mod in symbolic.items():
-        for gv, f in specialize(mod, [s for s in shapes if s.path == p]).functions_items():
-            static[gv] = f
-    return static, params, symbolic
 
 
 # ---------------------------------------------------------------- the client's library (notebook 06)
@@ -130,8 +110,9 @@ def tvm_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: 
     """Compile (or reuse from ``cache_dir``) the static TVM library for these units' architectures
     and the patch shapes of ``plans`` (``{frame: FramePlan}``); returns the ``.so`` and its
     description (architectures, buckets, tuning coverage, ``arch_of``). The cache key is everything
-    that determines the code: architectures, shapes, target, TVM version, tuning database; never
-    the weights (they are function inputs). ``tune_trials_per_task`` > 0 (with ``tuned``): first
+    that determines the code: architectures, shapes, target, TVM version, tuning database and the
+    source of every library module the build runs (:func:`dydca_lib.codeversion.code_version` of this
+    module's import closure); never the weights (they are function inputs). ``tune_trials_per_task`` > 0 (with ``tuned``): first
     tune the kernels the committed database lacks (:func:`~.tuning.extend_database`, which
     rewrites ``tuning/<target>/``). ``manual``: the hand-written NHWC convolution schedules of
     :mod:`.schedules` instead of a database (``tuned`` is then ignored); ``winograd`` (implies
@@ -149,9 +130,9 @@ def tvm_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context: 
     db = tuning_dir(target)  # plain or gzipped JSON files; no database = untuned kernels
     db_hash = (_file_digest(sorted(db.glob("database_*.json*"))) if has_database(db) else "no-database") if tuned else "untuned"
     if manual:
-        db_hash = "manual-" + _file_digest([Path(__file__).with_name(f) for f in ("schedules.py", "winograd.py")])
-    key_record = {"archs": archs, "shapes": _shape_key(shapes),
-                  "target": str(target), "tvm": tvm.__version__, "db": db_hash, "tuned": bool(tuned), "v": 1}
+        db_hash = "manual"
+    key_record = {"archs": archs, "shapes": _shape_key(shapes), "target": str(target), "tvm": tvm.__version__,
+                  "db": db_hash, "tuned": bool(tuned), "code": code_version(__name__), "v": 2}
     if manual:
         key_record["kernels"] = "winograd" if winograd else "manual"
     so, meta_file, meta = _cached(key_record, cache_dir, "tvm")
@@ -202,9 +183,8 @@ def int8_library(units: Mapping[int, WDSR], plans: Mapping, scale: int, context:
         amx.request_tile_permission()
     target = as_target(target) if target is not None else (amx.amx_target() if on_amx else int8.int8_target())
     dyn, arch_of, archs, shapes = _library_shapes(units, plans, scale, context, max_batch, max_batch_pixels)
-    code = _file_digest([Path(__file__).with_name(n) for n in ("int8.py", "amx.py", "bf16.py", "schedules.py")])
-    key_record = {"archs": archs, "shapes": _shape_key(shapes),
-                  "target": str(target), "tvm": tvm.__version__, "kernels": kernels, "code": code, "v": 2}
+    key_record = {"archs": archs, "shapes": _shape_key(shapes), "target": str(target), "tvm": tvm.__version__,
+                  "kernels": kernels, "code": code_version(__name__), "v": 3}
     so, meta_file, meta = _cached(key_record, cache_dir, f"tvm-{kernels.replace('_', '-')}")
     if meta is None:
         t0 = time.perf_counter()

@@ -17,7 +17,7 @@ from ..models import DynamicWDSR
 from ..tensors import to_nchw, to_uint8
 from .database import has_database, tuning_dir
 from .export import export_paths, path_bounds
-from .library import static_module
+from .static import static_module
 from .passes import compile_dynamic, compile_planned, load_vm, optimize, run_vm
 from .shapes import DEFAULT_MAX_BATCH, StaticShape, function_name, split_batch, static_shapes
 from .target import as_target, target_name, tvm_threads

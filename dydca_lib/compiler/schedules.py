@@ -30,11 +30,13 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from .microkernel import ACCUMULATORS, PARALLEL_MIN, extent, inline_epilogue, vector_loop, vector_shape, width_tile
 from .target import as_target
+from .winograd import has_winograd, schedule_winograd
 
 CONV_LAYOUT = {"relax.nn.conv2d": ["NHWC", "HWIO"]}
-ACCUMULATORS = 24  # zmm registers kept for accumulators (of 32): the rest hold the weights and a broadcast
-PARALLEL_MIN = 4096  # loop nests with fewer points run on one thread (a thread-pool launch costs more)
+__all__ = ["ACCUMULATORS", "vector_loop", "vector_shape", "width_tile", "hot_loop", "schedule_conv_nhwc",
+           "schedule_elementwise", "schedule_module", "schedule_primfunc", "to_nhwc"]
 
 
 def to_nhwc(mod: "tvm.IRModule", target=None) -> "tvm.IRModule":
@@ -42,19 +44,6 @@ def to_nhwc(mod: "tvm.IRModule", target=None) -> "tvm.IRModule":
     transposes are inserted at the input, around the pixel shuffle and on the weights."""
     with as_target(target):
         return relax.transform.ConvertLayout(CONV_LAYOUT)(mod)
-
-
-def _extent(sch, loop) -> int:
-    return int(sch.get(loop).extent)
-
-
-def width_tile(width: int, lanes_per_pixel: int, accumulators: int = ACCUMULATORS) -> int:
-    """The output-width tile: the largest divisor of ``width`` whose tile (``tile x
-    lanes_per_pixel`` vector accumulators) fits ``accumulators`` registers; a non-divisor (the
-    last tile partly masked) only when every divisor that fits is below 4."""
-    fit = max(1, accumulators // max(1, lanes_per_pixel))
-    best = max(d for d in range(1, min(width, fit) + 1) if width % d == 0)
-    return best if best >= 4 or fit < 4 else min(fit, width)
 
 
 def _is_reduction(sch, block) -> bool:
@@ -65,28 +54,6 @@ def _conv_blocks(sch) -> list:
     return [b for b in sch.get_child_blocks(sch.get_sblock("root")) if _is_reduction(sch, b)]
 
 
-def _inline_epilogue(sch, block) -> None:
-    """Inline every element-wise consumer chain of ``block`` (bias, ReLU, scale, residual)."""
-    while True:
-        consumers = sch.get_consumers(block)
-        if len(consumers) != 1:
-            return
-        try:
-            sch.reverse_compute_inline(consumers[0])
-        except tvm.s_tir.ScheduleError:
-            return
-
-
-def vector_loop(sch, loop, lanes: int = 16) -> None:
-    """Vectorise ``loop``: whole when it has at most ``lanes`` iterations, else its inner ``lanes``
-    when they divide it (otherwise it stays scalar)."""
-    n = _extent(sch, loop)
-    if n <= lanes:
-        sch.vectorize(loop)
-    elif n % lanes == 0:
-        sch.vectorize(sch.split(loop, [None, lanes])[1])
-
-
 def schedule_conv_nhwc(sch, block, lanes: int = 16, accumulators: int = ACCUMULATORS) -> None:
     """The register-blocked direct convolution of the module docstring, on the reduction block
     ``block`` of a ``topi.nn.conv`` in NHWC/HWIO (loops ``n, y, x, f, ry, rx, rc``; its pad block,
@@ -95,7 +62,7 @@ def schedule_conv_nhwc(sch, block, lanes: int = 16, accumulators: int = ACCUMULA
     if len(loops) != 7:
         raise ValueError(f"expected the 7 loops of an NHWC conv2d, got {len(loops)}")
     n, y, x, f, ry, rx, rc = loops
-    width, channels = _extent(sch, x), _extent(sch, f)
+    width, channels = extent(sch, x), extent(sch, f)
     fv = lanes if channels % lanes == 0 else channels
     tw = width_tile(width, channels // fv, accumulators)
     xo, xi = sch.split(x, [None, tw])
@@ -105,7 +72,7 @@ def schedule_conv_nhwc(sch, block, lanes: int = 16, accumulators: int = ACCUMULA
     sch.parallel(ny)
     pads = [p for p in sch.get_producers(block) if not _is_reduction(sch, p)]
     acc = sch.cache_write(block, 0, "local")
-    _inline_epilogue(sch, acc)
+    inline_epilogue(sch, acc)
     sch.reverse_compute_at(acc, xo)
     for p in pads:
         sch.compute_at(p, ny)
@@ -126,7 +93,7 @@ def schedule_elementwise(sch, block, lanes: int = 16) -> None:
     if not loops:
         return
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-    n = _extent(sch, fused)
+    n = extent(sch, fused)
     if n >= PARALLEL_MIN and n % lanes == 0:
         outer, inner = sch.split(fused, [None, lanes])
         sch.parallel(outer)
@@ -140,8 +107,6 @@ def schedule_primfunc(func: "tvm.tirx.PrimFunc", lanes: int = 16,
     """:func:`schedule_conv_nhwc` on each convolution of ``func`` (NHWC), element-wise chains
     inlined into their last block, everything else :func:`schedule_elementwise`; a function holding
     a Winograd convolution (:mod:`.winograd`) gets :func:`.winograd.schedule_winograd`."""
-    from .winograd import has_winograd, schedule_winograd  # it builds on this module
-
     sch = tvm.s_tir.Schedule(func)
     if has_winograd(sch):
         schedule_winograd(sch, lanes, accumulators)
@@ -159,14 +124,6 @@ def schedule_primfunc(func: "tvm.tirx.PrimFunc", lanes: int = 16,
         for b in sch.get_child_blocks(sch.get_sblock("root")):
             schedule_elementwise(sch, b, lanes)
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
-
-
-def vector_shape(target=None) -> tuple[int, int]:
-    """(fp32 lanes, accumulator registers) of the target: AVX-512 (16, 24 of 32 zmm) or AVX2
-    and older (8, 12 of 16 ymm)."""
-    attrs = as_target(target).attrs
-    mcpu = str(attrs["mcpu"]) if "mcpu" in attrs else ""
-    return (16, ACCUMULATORS) if "avx512" in mcpu else (8, 12)
 
 
 def schedule_module(mod: "tvm.IRModule", target=None) -> "tvm.IRModule":

@@ -32,7 +32,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax, te, tirx
 
-from .schedules import ACCUMULATORS, _inline_epilogue, vector_loop, vector_shape, width_tile
+from .microkernel import ACCUMULATORS, inline_epilogue, vector_loop, vector_shape, width_tile
 from .target import as_target
 
 TILE = 4  # output tile side (m); the input tile is TILE + 2
@@ -145,7 +145,7 @@ def schedule_winograd(sch, lanes: int = 16, accumulators: int = ACCUMULATORS) ->
     (element-wise consumers of ``wino_out`` are fused into its store)."""
     blocks = {name: sch.get_sblock(name) for name in BLOCKS}
     out = blocks["wino_out"]
-    _inline_epilogue(sch, out)
+    inline_epilogue(sch, out)
     n, y, x, f = sch.get_loops(out)
     th, _ = sch.split(y, [None, TILE])
     band = sch.fuse(n, th)
