@@ -18,15 +18,15 @@ Two readings of the same curves:
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import pandas as pd
 
+from . import registry
 from .cells import run_cell
 from .comparison import reading, suite_kwargs
 from .evaluate import evaluate, frame_protocol
-from .methods import Method, method_suite
+from .methods import Method
 from .params import PatchParams
 from .pipeline import PatchData
 
@@ -52,15 +52,15 @@ def check_budgets(budgets) -> list[float]:
 
 
 def study_method(name: str, scale: int, n_chunks: int, epochs: float, seed: int, **suite_kw) -> Method:
-    """The trained method called ``name`` in :func:`~dydca_lib.methods.method_suite`, at ``epochs``
-    (``"STDO k=3"`` builds STDO with 3 bins; a ``"(= size)"`` name the equal-size variant)."""
-    stdo = re.match(r"STDO k=(\d+)", name)
-    kw = {**suite_kw, "stdo_ks": [int(stdo.group(1))] if stdo else [2], "equal_size": "(= size)" in name}
-    suite = [m for m in method_suite(scale, n_chunks, epochs=epochs, seed=seed, **kw) if m.trained]
-    by_name = {m.name: m for m in suite}
-    if name not in by_name:
-        raise ValueError(f"budget study: unknown method {name!r}; trained methods: {', '.join(by_name)}")
-    return by_name[name]
+    """The trained method ``name`` (a :mod:`~dydca_lib.registry` ref: ``"STDO k=3"``, ``stdo:k=3``,
+    ``"one model per video (= size)"`` ...) at ``epochs``."""
+    try:
+        ref = registry.parse(name)
+    except ValueError as e:
+        raise ValueError(f"budget study: {e}") from None
+    if not ref.entry.trained:
+        raise ValueError(f"budget study: {name!r} is not a trained method")
+    return registry.make(ref, scale, n_chunks, epochs=epochs, seed=seed, **suite_kw)
 
 
 def validate_methods(names, scale: int, n_chunks: int, **suite_kw) -> list[str]:

@@ -95,7 +95,7 @@ def verdicts(results: pd.DataFrame, tolerance_db: float = 0.1) -> pd.DataFrame:
 # ---------------------------------------------------------------- the cells: (clip, scale, seed)
 
 def suite_kwargs(params: dict, per_run: bool = True) -> dict:
-    """:func:`~dydca_lib.methods.method_suite`'s keywords from a notebook's parameters (notebooks 04,
+    """:func:`~dydca_lib.registry.method_suite`'s keywords from a notebook's parameters (notebooks 04,
     04b, 08). ``per_run=False`` leaves out what each run of the budget study or of a rate-quality
     point sets itself: STDO's k (from the method's name), the epochs and the equal-size switch."""
     kw = dict(kernel=params["lr_kernel"], joint_k=params["joint_k"], joint_shares=list(params["joint_shares"]),
@@ -132,7 +132,8 @@ def hardest_heldout_patches(data, n: int = 3) -> pd.DataFrame:
 
 def compute_cell(spec: dict) -> dict:
     """Compute one cell of notebook 04 (what :func:`comparison_cell` caches)."""
-    from .methods import evaluate_method, method_suite
+    from .methods import evaluate_method
+    from .registry import method_suite
     from .pipeline import patch_data
 
     data = patch_data(PatchParams.pick(spec["patch"]))

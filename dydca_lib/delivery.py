@@ -94,15 +94,15 @@ def bd_metrics(anchor: pd.DataFrame, test: pd.DataFrame, rate: str = "kbps", qua
 def delivery_methods(names, scale: int, n_chunks: int, epochs: float, seed: int, **suite_kw) -> list:
     """Methods by name: bicubic and the general model (pre-installed on the client: no bytes
     streamed) and notebook 04's trained methods (``"STDO k=3"``: 3 bins) at ``epochs``."""
-    from .budget import study_method
-    from .methods import method_suite
+    from .registry import make, parse
 
-    untrained = {m.name: m for m in method_suite(scale, n_chunks, epochs=epochs, seed=seed, stdo_ks=[2], **suite_kw)
-                 if not m.trained}
     if not names:
         raise ValueError("rate-quality: give at least one method")
-    return [untrained[n] if n in untrained else study_method(n, scale, n_chunks, epochs, seed, **suite_kw)
-            for n in names]
+    try:
+        refs = [parse(n) for n in names]
+    except ValueError as e:
+        raise ValueError(f"rate-quality: {e}") from None
+    return [make(r, scale, n_chunks, epochs=epochs, seed=seed, **suite_kw) for r in refs]
 
 
 def method_names(params: dict) -> list[str]:

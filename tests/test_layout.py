@@ -11,7 +11,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dydca_lib"
 LAYERS = [  # a module may import from its own layer or any layer above it
     {"paths", "io", "runinfo", "published", "profiles", "codeversion"},  # shared helpers
     {"sources", "video", "codec", "metrics", "tensors", "patches"},  # data
-    {"models", "train", "general", "params", "pipeline", "evaluate", "methods", "comparison", "budget", "delivery", "cells"},  # learning
+    {"models", "train", "general", "params", "pipeline", "evaluate", "methods", "registry", "comparison", "budget", "delivery",
+     "cells"},  # learning
     {"compiler"},
     {"client"},
     {"bench"},

@@ -6,6 +6,7 @@ import torch
 
 from dydca_lib import methods as M
 from dydca_lib import pipeline
+from dydca_lib import registry as R
 from dydca_lib.models import count_parameters, wdsr_flops
 
 
@@ -24,7 +25,7 @@ def test_patch_data_is_consistent(tiny_data):
 
 
 def test_every_method_trains_evaluates_and_reports_its_size(tiny_data):
-    suite = M.method_suite(2, len(tiny_data.chunks), stdo_ks=(2,), joint_k=2, model_blocks=0, path_blocks=[1, 0],
+    suite = R.method_suite(2, len(tiny_data.chunks), stdo_ks=(2,), joint_k=2, model_blocks=0, path_blocks=[1, 0],
                            n_feats=4, epochs=0.2, batch_size=4, context=1, equal_size=True)
     names = [m.name for m in suite]
     assert names[:8] == ["bicubic", "general", "one model per video", "one model per chunk", "CaFM", "STDO k=2",
@@ -81,7 +82,7 @@ def test_blocks_for_budget_matches_the_total():
 
 
 def test_seeded_suite_repeats_only_trained_methods():
-    pairs = list(M.seeded_suite(2, 3, [0, 1], stdo_ks=(2,), model_blocks=0, path_blocks=[1, 0], n_feats=4))
+    pairs = list(R.seeded_suite(2, 3, [0, 1], stdo_ks=(2,), model_blocks=0, path_blocks=[1, 0], n_feats=4))
     first = [m.name for s, m in pairs if s == 0]
     second = [m.name for s, m in pairs if s == 1]
     assert first[:2] == ["bicubic", "general"] and second == first[2:]
@@ -122,3 +123,22 @@ def test_cafm_shares_one_backbone_and_runs_each_chunk_as_a_folded_network(tiny_d
     chunk_of = tiny_data.frame_table.set_index("frame").chunk
     fm = m.frame_manifest(ids)
     assert (fm.path.to_numpy() == chunk_of.loc[fm.frame].to_numpy()).all()
+
+
+def test_registry_one_id_per_method_refs_and_names():
+    assert R.parse("stdo:k=3") == R.Ref("stdo", 3) == R.parse("STDO k=3")
+    assert R.parse("one model per video") == R.Ref("per_video") == R.parse("per_video")
+    assert R.parse("STDO joint (k=4)") == R.Ref("stdo_joint", 4) and R.parse("stdo").k == 2
+    assert R.parse("one model per chunk (= size)") == R.Ref("per_chunk", equal_size=True)
+    for bad in ("nope", "Dy-DCA (= size)", "STDO k="):
+        with pytest.raises(ValueError):
+            R.parse(bad)
+    for ref in R.main_table(stdo_ks=(2, 4), joint_k=3, equal_size=True):
+        assert R.parse(ref.name) == ref  # every display name reads back as its ref
+    names = [m.name for m in R.method_suite(2, 4, stdo_ks=(2,), joint_k=2, equal_size=True, model_blocks=1,
+                                            path_blocks=[2, 1], n_feats=4)]
+    assert names == ["bicubic", "general", "one model per video", "one model per chunk", "CaFM", "STDO k=2",
+                     "STDO joint (k=2)", "Dy-DCA", "one model per video (= size)", "one model per chunk (= size)",
+                     "STDO k=2 (= size)"]
+    assert R.Ref("per_chunk").separate_models(5) == 5 and R.Ref("stdo", 3).separate_models(5) == 3
+    assert R.Ref("dydca").separate_models(5) == 1

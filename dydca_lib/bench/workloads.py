@@ -128,20 +128,17 @@ def method_workloads(method, data, frame_ids, lr_heights=(), patch_size: int = 0
 
 
 def make_methods(keys, *, stdo_k: int = 2, model_blocks: int = 4, path_blocks=(4, 2), **kw) -> dict:
-    """The benchmarked methods by key (:data:`METHOD_KEYS`), built as notebook 04 builds them
-    (``kw``: n_feats, expansion, epochs, batch_size, context, lr, seed), not yet prepared."""
-    from .. import methods as M
+    """The benchmarked methods by key (:data:`METHOD_KEYS`, :mod:`dydca_lib.registry` ids; STDO with
+    ``stdo_k`` bins), built as notebook 04 builds them (``kw``: n_feats, expansion, epochs, batch_size,
+    context, lr, seed), not yet prepared."""
+    from ..registry import Ref, make
 
-    make = {"dydca": lambda: M.DyDCA(path_blocks=list(path_blocks), n_blocks=model_blocks, **kw),
-            "stdo": lambda: M.STDO(k=stdo_k, n_blocks=model_blocks, **kw),
-            "per_chunk": lambda: M.PerChunk(n_blocks=model_blocks, **kw),
-            "cafm": lambda: M.CaFM(n_blocks=model_blocks, **kw),
-            "per_video": lambda: M.PerVideo(n_blocks=model_blocks, **kw)}
-    unknown = [k for k in keys if k not in make]
+    unknown = [k for k in keys if k not in METHOD_KEYS]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {list(make)}")
-    return {k: make[k]() for k in keys}
-
+        raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHOD_KEYS)}")
+    # n_chunks only sizes the equal-size variants, which the bench does not run
+    return {k: make(Ref(k, stdo_k if k == "stdo" else None), 2, 1, model_blocks=model_blocks, path_blocks=path_blocks,
+                    **kw) for k in keys}
 
 
 def client_setup(data, p: dict) -> tuple[dict, np.ndarray, str, dict]:
