@@ -31,7 +31,8 @@ from .paths import data_dir
 
 KINDS = {"comparison": "dydca_lib.comparison:compute_cell",  # notebook 04
          "budget": "dydca_lib.budget:compute_cell",  # notebook 04b
-         "ratequality": "dydca_lib.delivery:compute_point", "anchor": "dydca_lib.delivery:compute_anchor"}  # notebook 08
+         "ratequality": "dydca_lib.delivery:compute_point", "anchor": "dydca_lib.delivery:compute_anchor",  # notebook 08
+         "longvideo": "dydca_lib.longvideo:compute_cell"}  # notebook 07
 COMPUTE: dict = dict(KINDS)  # what runs a kind: ``module:function`` or a callable (tests put one here)
 
 
@@ -58,13 +59,14 @@ def _compute(kind: str):
     return getattr(importlib.import_module(module), name)
 
 
-def cell_path(kind: str, spec: dict) -> Path:
-    """Where cell ``spec`` of ``kind`` lives (``.json``; kept frames beside it as ``.npz``)."""
-    return data_dir() / "cells" / f"{kind}-{cell_key(kind, spec)}.json"
+def cell_path(kind: str, spec: dict, store=None) -> Path:
+    """Where cell ``spec`` of ``kind`` lives (``.json``; kept frames beside it as ``.npz``): under
+    ``data/cells/``, or ``store`` (a folder that is committed, e.g. a long profile's results)."""
+    return (Path(store) if store else data_dir() / "cells") / f"{kind}-{cell_key(kind, spec)}.json"
 
 
-def is_done(kind: str, spec: dict) -> bool:
-    return cell_path(kind, spec).exists()
+def is_done(kind: str, spec: dict, store=None) -> bool:
+    return cell_path(kind, spec, store).exists()
 
 
 def _load(path: Path) -> dict:
@@ -80,9 +82,10 @@ def _load(path: Path) -> dict:
     return out
 
 
-def run_cell(kind: str, spec: dict) -> dict:
-    """The result of cell ``spec``: read from its file, or computed, written and read back."""
-    path = cell_path(kind, spec)
+def run_cell(kind: str, spec: dict, store=None) -> dict:
+    """The result of cell ``spec``: read from its file (in ``store``, else ``data/cells/``), or
+    computed, written and read back."""
+    path = cell_path(kind, spec, store)
     if not path.exists():
         result = _compute(kind)(spec)
         kept = result.pop("kept", {})

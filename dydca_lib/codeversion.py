@@ -40,6 +40,13 @@ def imports_of(module: str, package_dir: Path = PACKAGE_DIR) -> set[str]:
     f = module_file(module, package_dir)
     if f is None:
         raise ValueError(f"{module} is not a module of {PACKAGE} under {package_dir}")
+    st = f.stat()
+    return set(_imports_of(module, str(f), str(Path(package_dir)), st.st_mtime_ns, st.st_size))
+
+
+@functools.lru_cache(maxsize=1024)
+def _imports_of(module: str, path: str, package_dir: str, mtime_ns: int, size: int) -> frozenset:
+    f = Path(path)
     here = module if f.name == "__init__.py" else module.rsplit(".", 1)[0]
     out = set()
     for node in ast.walk(ast.parse(f.read_text(), str(f))):
@@ -53,7 +60,7 @@ def imports_of(module: str, package_dir: Path = PACKAGE_DIR) -> set[str]:
                 base = node.module or ""
             out.add(base)
             out |= {f"{base}.{a.name}" for a in node.names}  # `from . import x` may name a module
-    return {m for m in out if module_file(m, package_dir) is not None}
+    return frozenset(m for m in out if module_file(m, Path(package_dir)) is not None)
 
 
 def closure(modules, package_dir: Path = PACKAGE_DIR) -> list[str]:

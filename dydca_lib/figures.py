@@ -360,3 +360,40 @@ def rate_quality(curves: pd.DataFrame, anchors: pd.DataFrame, video: str, dtype:
                  + (f" (YUV 4:2:0 round trip alone: {ceiling.iloc[0]:.2f})" if len(ceiling) else ""), fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def long_video(summ: pd.DataFrame, gap_table: pd.DataFrame, metric: str = "frame_psnr_rgb", title: str = ""):
+    """Notebook 07: held-out PSNR vs window length per method and budget rule (mean, band: +-1 std
+    over seeds and window starts) and Dy-DCA minus each method vs length (band: +-2 spreads)."""
+    from matplotlib.ticker import FuncFormatter, NullLocator
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.6))
+    colors = method_colors(summ.method.unique())
+    for (method, rule), g in summ.groupby(["method", "rule"], sort=False):
+        g = g.sort_values("length_s")
+        style = "-" if rule == "equal" else "--"
+        a.plot(g.length_s, g[metric], style, marker="o", color=colors[method], label=f"{method} ({rule})")
+        std = g[f"{metric}_std"].fillna(0)
+        a.fill_between(g.length_s, g[metric] - std, g[metric] + std, color=colors[method], alpha=0.12)
+    for (vs, rule), g in gap_table.groupby(["vs", "rule"], sort=False):
+        g = g.sort_values("length_s")
+        style = "-" if rule == "equal" else "--"
+        b.plot(g.length_s, g.dydca_minus_other_db, style, marker="o", color=colors.get(vs), label=f"vs {vs} ({rule})")
+        band = g.two_spreads_db.fillna(0)
+        b.fill_between(g.length_s, g.dydca_minus_other_db - band, g.dydca_minus_other_db + band, color=colors.get(vs),
+                       alpha=0.1)
+    b.axhline(0, color="k", lw=0.8)
+    for ax, ylabel in ((a, f"held-out {metric.replace('_', ' ')} (dB)"), (b, "Dy-DCA minus method (dB)")):
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(summ.length_s.unique()))
+        ax.xaxis.set_major_formatter(FuncFormatter(_plain_label))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("window length (s)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    a.set_title("quality vs window length (solid: equal budget, dashed: paper's k x budget)", fontsize=9)
+    b.set_title("Dy-DCA's gap (band: twice the spread)", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -118,6 +118,12 @@ class ResultDir:
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
         return atomic_write_bytes(self._target(f"{name}.png"), buf.getvalue())
 
+    def text(self, content: str, name: str) -> Path:
+        """Write ``name`` (e.g. ``verdict.md``) as it is."""
+        path = self._target(name)
+        atomic_write_text(path, content)
+        return path
+
     def json(self, obj: Any, name: str) -> Path:
         return atomic_write_text(self._target(f"{name}.json"), to_json(obj))
 

@@ -74,8 +74,12 @@ class Ref:
         return self.entry.separate_models(n_chunks, self.k)
 
 
-def parse(ref: str) -> Ref:
-    """A method ref (id, ``id:k=N`` or display name) -> :class:`Ref`; unknown refs are an error."""
+DEFAULT_K = {"stdo": 2, "stdo_joint": 4}
+
+
+def parse(ref: str, default_k: dict | None = None) -> Ref:
+    """A method ref (id, ``id:k=N`` or display name) -> :class:`Ref`; unknown refs are an error. An
+    id that takes k without one gets ``default_k[id]`` (else :data:`DEFAULT_K`)."""
     text = str(ref).strip()
     equal = text.endswith("(= size)")
     text = text.removesuffix("(= size)").strip()
@@ -94,7 +98,7 @@ def parse(ref: str) -> Ref:
             known = ", ".join(f"{e.id} ({e.display})" for e in METHODS.values())
             raise ValueError(f"unknown method {ref!r}; known: {known}")
     if out.entry.takes_k and out.k is None:
-        out = Ref(out.id, 2 if out.id == "stdo" else 4, out.equal_size)
+        out = Ref(out.id, int({**DEFAULT_K, **(default_k or {})}[out.id]), out.equal_size)
     if out.equal_size and out.id not in EQUAL_SIZE:
         raise ValueError(f"{out.id} has no equal-size variant (those: {', '.join(EQUAL_SIZE)})")
     return out

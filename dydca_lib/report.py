@@ -23,6 +23,7 @@ SECTIONS = {
     "05_tvm_compile_tune": "Compiler co-design (TVM)",
     "06_on_device": "On-device latency, memory and switching",
     "06_on_device_gpu": "The same client pipeline on a CUDA GPU (PyTorch)",
+    "07_long_video": "Long video: when one model per video runs out of room (windows of a long clip, plateau training)",
     "08_rate_quality": "Rate–quality: LR video + models vs streaming the HR clip (H.264/H.265)",
 }
 NOT_RUN = {"06_on_device_gpu": "*not run: needs a CUDA GPU and this profile's cached models "
@@ -39,6 +40,7 @@ KEY_TABLES = {
     "05_tvm_compile_tune": ["variants", "headline", "attempts"],
     "06_on_device": ["latency", "precision", "memory", "headline"],
     "06_on_device_gpu": ["latency"],
+    "07_long_video": ["verdict", "crossover", "gaps", "summary", "plateaus"],
     "08_rate_quality": ["verdict", "bd_rate", "clean_vs_decoded"],
 }
 

@@ -10,8 +10,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dydca_lib"
 
 LAYERS = [  # a module may import from its own layer or any layer above it
     {"paths", "io", "runinfo", "published", "profiles", "codeversion"},  # shared helpers
-    {"sources", "video", "codec", "metrics", "tensors", "patches"},  # data
-    {"models", "train", "general", "params", "pipeline", "evaluate", "methods", "registry", "comparison", "budget", "delivery",
+    {"sources", "video", "windows", "codec", "metrics", "tensors", "patches"},  # data
+    {"models", "train", "general", "params", "pipeline", "evaluate", "methods", "registry", "comparison", "budget",
+     "longvideo", "delivery",
      "cells"},  # learning
     {"compiler"},
     {"client"},

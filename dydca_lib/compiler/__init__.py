@@ -77,7 +77,7 @@ class UntunedWarning(UserWarning):
 
 
 _EXPORTS = {
-    "target": ("has_avx512", "cpu_target", "as_target", "target_name", "tvm_threads", "runtime_info"),
+    "target": ("has_avx512", "target_features", "cpu_target", "as_target", "target_name", "tvm_threads", "runtime_info"),
     "export": ("export_path", "symbolic_dims", "path_bounds"),
     "shapes": ("DEFAULT_MAX_BATCH", "StaticShape", "function_name", "batch_buckets", "batch_cap", "split_batch",
                "static_shapes"),

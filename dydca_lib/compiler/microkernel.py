@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tvm
 
-from .target import as_target
+from .target import target_features
 
 ACCUMULATORS = 24  # zmm registers kept for accumulators (of 32): the rest hold the weights and a broadcast
 PARALLEL_MIN = 4096  # loop nests with fewer points run on one thread (a thread-pool launch costs more)
@@ -52,6 +52,4 @@ def vector_loop(sch, loop, lanes: int = 16) -> None:
 def vector_shape(target=None) -> tuple[int, int]:
     """(fp32 lanes, accumulator registers) of the target: AVX-512 (16, 24 of 32 zmm) or AVX2
     and older (8, 12 of 16 ymm)."""
-    attrs = as_target(target).attrs
-    mcpu = str(attrs["mcpu"]) if "mcpu" in attrs else ""
-    return (16, ACCUMULATORS) if "avx512" in mcpu else (8, 12)
+    return (16, ACCUMULATORS) if "avx512f" in target_features(target) else (8, 12)

@@ -17,6 +17,14 @@ def has_avx512() -> bool:
     return "avx512f" in cpu_flags()
 
 
+def target_features(target=None) -> frozenset:
+    """The CPU features LLVM compiles a target for (from its mcpu and mattr: ``avx512f``,
+    ``avx512vnni``, ``amx-int8`` ...): what generated code may use, whatever the CPU's name."""
+    from tvm.target import codegen
+
+    return frozenset(str(f) for f in codegen.llvm_get_cpu_features(as_target(target)))
+
+
 def cpu_target(num_cores: int | None = None, mcpu: str | None = "auto") -> "tvm.target.Target":
     """An ``llvm`` target built from a dict (TVM 0.27 rejects CLI strings).
 

@@ -30,6 +30,8 @@ def test_width_tile(width, lanes_per_pixel, want):
 def test_vector_shape_follows_the_target():
     assert S.vector_shape(C.cpu_target(mcpu="skylake-avx512")) == (16, S.ACCUMULATORS)
     assert S.vector_shape(C.cpu_target(mcpu=None)) == (8, 12)
+    assert S.vector_shape(C.cpu_target(mcpu="icelake-server")) == (16, S.ACCUMULATORS)  # AVX-512 without the name
+    assert S.vector_shape(C.cpu_target(mcpu="haswell")) == (8, 12)
 
 
 def dynamic_model(n_feats):

@@ -1,0 +1,216 @@
+"""Notebook 07: the paper's regime — long, varied video, where one small model per video may run
+out of room and many chunk models are needed — measured on windows of a long clip.
+
+A *run* trains one method on one window (``start_s``, ``length_s``; frames sampled at
+``sample_fps``, chunks of ``chunk_seconds``, held-out frames interleaved and never trained on) at
+one budget and one seed and scores it on the window's held-out frames (full-frame protocol). Each
+run is a cached cell (:mod:`dydca_lib.cells`, kind ``longvideo``) keyed by its parameters and the
+code that computes it, so hours of runs survive edits elsewhere and other machines reuse them.
+
+Budgets. *equal* (notebook 04's rule): every method passes over its training patches ``epochs``
+times, so all methods process the same LR pixels. *paper* (the paper's baselines): a method made
+of separately trained models (one per chunk, STDO's k) trains each as long as the single model
+would, ``epochs x models`` passes over its share, k times the compute.
+
+Plateau. For each (window, method, rule) the budget doubles from ``epochs0`` until the last
+doubling gains less than ``tol_db`` in held-out PSNR (the mean over seeds), or until ``cap``; the
+last budget run is reported with ``reached`` (False: still gaining at the cap).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+
+import numpy as np
+import pandas as pd
+
+from .cells import run_cell
+from .comparison import reading, suite_kwargs
+from .params import PatchParams
+
+RULES = ("equal", "paper")
+METRICS = ["frame_psnr_rgb", "frame_psnr_y", "frame_ssim_y"]
+SIZES = ["models", "parameters", "model_bytes", "routing_map_bytes", "gflop_per_frame"]
+
+
+def window_data(patch: dict, window: dict):
+    """The PatchData of one window (``window``: start_s, length_s, sample_fps); the last few are kept
+    in memory, as every run of a window needs the same."""
+    return _window_data(json.dumps(patch, sort_keys=True), json.dumps(window, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=4)
+def _window_data(patch_json: str, window_json: str):
+    from .pipeline import patch_data
+    from .windows import prepare_window
+
+    p, window = PatchParams.pick(json.loads(patch_json)), json.loads(window_json)
+    frames = prepare_window(p.video, p.scale, window["start_s"], window["length_s"], window["sample_fps"], p.lr_kernel)
+    data = patch_data(p, frames=frames)
+    if not len(data.heldout_ids):
+        raise ValueError(f"a {p.chunk_seconds:g} s chunk at {window['sample_fps']:g} fps holds fewer than heldout_every="
+                         f"{p.heldout_every} frames: no frame is held out. Raise sample_fps or chunk_seconds.")
+    return data
+
+
+def base_specs(params: dict) -> list[dict]:
+    """Every (window start, length, method, rule, seed) of notebook 07, without a budget: the paper
+    rule only for methods of several separately trained models and windows up to
+    ``paper_rule_max_s``."""
+    from .registry import parse
+
+    if not params["seeds"] or not params["lengths_s"] or not params["starts_s"]:
+        raise ValueError("long video: give at least one seed, one window length and one window start")
+    patch, suite = PatchParams.pick(params).asdict(), suite_kwargs(params, per_run=False)
+    refs = [parse(m, {"stdo": params["stdo_k"], "stdo_joint": params["joint_k"]}) for m in params["methods"]]
+    specs = []
+    for length in params["lengths_s"]:
+        for start in params["starts_s"]:
+            window = {"start_s": float(start), "length_s": float(length), "sample_fps": float(params["sample_fps"])}
+            for ref in refs:
+                several = ref.separate_models(2) > 1  # per chunk, STDO: more than one model trained apart
+                rules = ["equal"] + (["paper"] if several and length <= params["paper_rule_max_s"] else [])
+                for rule in rules:
+                    for seed in params["seeds"]:
+                        specs.append({"patch": patch, "window": window, "method": ref.name, "rule": rule,
+                                      "seed": int(seed), "suite": suite})
+    return specs
+
+
+def compute_cell(spec: dict) -> dict:
+    """Train and score one run (what :func:`run` caches)."""
+    from .budget import full_frame_row
+    from .registry import make, parse
+
+    data = window_data(spec["patch"], spec["window"])
+    ref, n_chunks = parse(spec["method"]), len(data.chunks)
+    factor = ref.separate_models(n_chunks) if spec["rule"] == "paper" else 1
+    m = make(ref, data.frames.scale, n_chunks, epochs=spec["epochs"] * factor, seed=spec["seed"], **spec["suite"])
+    m.prepare(data)
+    info = m.describe()
+    row = {"method": m.name, "rule": spec["rule"], "seed": spec["seed"], "epochs": spec["epochs"],
+           "model_epochs": spec["epochs"] * factor, **{k: spec["window"][k] for k in ("start_s", "length_s")},
+           "chunks": n_chunks, "train_frames": len(data.train_ids), "heldout_frames": len(data.heldout_ids),
+           "models": info["models"], "parameters": info["parameters"], "model_bytes": info["model_bytes"],
+           "routing_map_bytes": info["routing_map_bytes"], "gflop_per_frame": m.gflop_per_frame(data.heldout_ids),
+           "train_seconds": info.get("train_seconds"), "train_lr_megapixels": info.get("train_lr_megapixels"),
+           **full_frame_row(m, data, data.heldout_ids)}
+    return {"row": row}
+
+
+def run(spec: dict, epochs: float, store=None) -> dict:
+    """One run's row (cached)."""
+    return run_cell("longvideo", {**spec, "epochs": float(epochs)}, store=store)["row"]
+
+
+def to_plateau(specs: list[dict], epochs0: float, cap: float, tol_db: float, store=None, progress=None) -> pd.DataFrame:
+    """Every budget run for ``specs`` (:func:`base_specs`): per (window, method, rule) all its seeds
+    at ``epochs0``, ``2 x epochs0``, ... until the mean held-out PSNR (RGB) of the last doubling
+    gains less than ``tol_db`` or the budget would pass ``cap``. One row per run, ``budget_step``
+    counting the doublings."""
+    if not 0 < epochs0 <= cap:
+        raise ValueError(f"need 0 < epochs0 <= cap, got {epochs0} and {cap}")
+    groups: dict[tuple, list[dict]] = {}
+    for s in specs:
+        groups.setdefault((s["window"]["start_s"], s["window"]["length_s"], s["method"], s["rule"]), []).append(s)
+    rows = []
+    for key in (progress(list(groups)) if progress else groups):
+        epochs, step, last = float(epochs0), 0, None
+        while True:
+            got = [run(s, epochs, store) for s in groups[key]]
+            rows += [{**r, "budget_step": step} for r in got]
+            mean = float(np.mean([r["frame_psnr_rgb"] for r in got]))
+            if (last is not None and mean - last < tol_db) or epochs * 2 > cap:
+                break
+            epochs, step, last = epochs * 2, step + 1, mean
+    return pd.DataFrame(rows)
+
+
+def plateaus(runs: pd.DataFrame, tol_db: float) -> pd.DataFrame:
+    """Per (window, method, rule): the last budget, whether the plateau was reached there (the last
+    doubling gained less than ``tol_db``) and that gain (NaN where only one budget ran)."""
+    out = []
+    keys = ["length_s", "start_s", "method", "rule"]
+    for key, g in runs.groupby(keys, sort=False):
+        per = g.groupby("epochs").frame_psnr_rgb.mean().sort_index()
+        gain = float(per.iloc[-1] - per.iloc[-2]) if len(per) > 1 else float("nan")
+        out.append({**dict(zip(keys, key)), "epochs": float(per.index[-1]), "budgets": len(per),
+                    "last_doubling_gain_db": round(gain, 3), "reached": bool(gain < tol_db) if len(per) > 1 else False})
+    return pd.DataFrame(out)
+
+
+def final_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each (window, method, rule)'s runs at its last (plateau or cap) budget."""
+    last = runs.groupby(["length_s", "start_s", "method", "rule"], sort=False).epochs.transform("max")
+    return runs[runs.epochs == last].reset_index(drop=True)
+
+
+def summary(final: pd.DataFrame) -> pd.DataFrame:
+    """Per (window length, method, rule): mean and sample std over seeds and window starts of every
+    metric, the runs behind it, and the sizes (mean over starts: per chunk grows with the length)."""
+    g = final.groupby(["length_s", "method", "rule"], sort=False)
+    out = g[METRICS].mean()
+    out[[f"{m}_std" for m in METRICS]] = g[METRICS].std(ddof=1).to_numpy()
+    out["runs"] = g.size()
+    out[SIZES + ["epochs", "model_epochs", "train_seconds"]] = g[SIZES + ["epochs", "model_epochs", "train_seconds"]].mean()
+    return out.reset_index()
+
+
+def gaps(summ: pd.DataFrame, metric: str = "frame_psnr_rgb") -> pd.DataFrame:
+    """Dy-DCA minus every other method at each window length (Dy-DCA under the equal rule against
+    each rule of the other), the spread of the difference (sqrt of the two variances) and its
+    reading: a tie within twice the spread."""
+    rows = []
+    for length, g in summ.groupby("length_s", sort=True):
+        dy = g[(g.method == "Dy-DCA") & (g.rule == "equal")]
+        if dy.empty:
+            continue
+        dy = dy.iloc[0]
+        for _, o in g[g.method != "Dy-DCA"].iterrows():
+            gap = float(dy[metric] - o[metric])
+            spread = math.sqrt(dy[f"{metric}_std"] ** 2 + o[f"{metric}_std"] ** 2)
+            rows.append({"length_s": length, "vs": o.method, "rule": o.rule, "dydca_minus_other_db": round(gap, 3),
+                         "two_spreads_db": round(2 * spread, 3) if not math.isnan(spread) else float("nan"),
+                         "reading": reading(gap, spread), "dydca_bytes": int(dy.model_bytes + dy.routing_map_bytes),
+                         "other_bytes": int(o.model_bytes + o.routing_map_bytes)})
+    return pd.DataFrame(rows)
+
+
+def crossover(summ: pd.DataFrame, metric: str = "frame_psnr_rgb") -> pd.DataFrame:
+    """Per budget rule: the shortest window at which one model per video scores below one model per
+    chunk (NaN: never, up to the longest window run), with both scores at every length."""
+    rows = []
+    pv = summ[(summ.method == "one model per video") & (summ.rule == "equal")].set_index("length_s")[metric]
+    for rule in RULES:
+        pc = summ[(summ.method == "one model per chunk") & (summ.rule == rule)].set_index("length_s")[metric]
+        both = pd.concat([pv.rename("per_video"), pc.rename("per_chunk")], axis=1).dropna().sort_index()
+        if both.empty:
+            continue
+        below = both.index[both.per_video < both.per_chunk]
+        rows.append({"per_chunk_rule": rule, "lengths_s": list(both.index),
+                     "per_video_minus_per_chunk_db": [round(v, 3) for v in both.per_video - both.per_chunk],
+                     "per_video_falls_below_at_s": float(below[0]) if len(below) else float("nan"),
+                     "longest_s": float(both.index[-1])})
+    return pd.DataFrame(rows)
+
+
+def verdict(summ: pd.DataFrame, gap_table: pd.DataFrame, cross: pd.DataFrame, plateau_table: pd.DataFrame) -> str:
+    """The report's paragraph: where the paper's premise holds on this video and where it does not."""
+    lines = []
+    for _, c in cross.iterrows():
+        at = c.per_video_falls_below_at_s
+        where = (f"falls below one model per chunk ({c.per_chunk_rule} budget) from {at:g} s windows"
+                 if not math.isnan(at) else
+                 f"never falls below one model per chunk ({c.per_chunk_rule} budget) up to {c.longest_s:g} s windows")
+        diffs = ", ".join(f"{l:g} s: {d:+.2f} dB" for l, d in zip(c.lengths_s, c.per_video_minus_per_chunk_db))
+        lines.append(f"One model per video {where} (per video minus per chunk: {diffs}).")
+    for length, g in gap_table.groupby("length_s", sort=True):
+        parts = [f"{r.vs} ({r.rule}) {r.dydca_minus_other_db:+.2f} dB, {r.reading}" for r in g.itertuples()]
+        lines.append(f"At {length:g} s, Dy-DCA vs " + "; ".join(parts) + ".")
+    missing = plateau_table[~plateau_table.reached]
+    if len(missing):
+        lines.append(f"{len(missing)} of {len(plateau_table)} (window, method, rule) runs had not reached the "
+                     f"plateau at their last budget ({', '.join(sorted({f'{m} {r}' for m, r in zip(missing.method, missing.rule)}))}).")
+    return " ".join(lines)
