@@ -6,6 +6,7 @@ into place in :meth:`ResultDir.commit`; until then the previous results (if any)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -31,6 +32,25 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def staged_folder(target: Path, stale=()):
+    """Fill a hidden temporary folder beside ``target`` (yielded); when the block ends it replaces
+    ``target`` in one rename (``stale`` paths are removed first), and when it fails it is removed:
+    a folder of frames is complete or absent, never half-written."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        yield tmp
+        for old in [target, *stale]:
+            if Path(old).exists():
+                shutil.rmtree(old)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def atomic_write_text(path: Path, text: str) -> Path:

@@ -19,9 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -32,7 +29,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .io import atomic_write_text
+from .io import atomic_write_text, staged_folder
 from .paths import data_dir
 from .sources import CLIPS, DataError, fetch_clip
 
@@ -253,18 +250,10 @@ def _make_lr_folder(root: Path, hr_paths: list[Path], scale: int, kernel: str) -
     wanted = [lr_dir / f"{p.stem}x{scale}.png" for p in hr_paths]
     if all(p.exists() for p in wanted):
         return wanted
-    lr_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=lr_dir.parent, prefix=f".X{scale}-"))
-    try:
+    with staged_folder(lr_dir) as tmp:
         for p in tqdm(hr_paths, desc=f"LR x{scale} ({kernel})", leave=False):
             hr = crop_to_multiple(_read_rgb(p), scale)
             _write_png(tmp / f"{p.stem}x{scale}.png", make_lr(hr, scale, kernel))
-        if lr_dir.exists():
-            shutil.rmtree(lr_dir)
-        os.replace(tmp, lr_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return wanted
 
 
@@ -288,24 +277,14 @@ def decode_to_frame_folder(path: Path, root: Path, crop_multiple: int, max_frame
         if meta["complete"] or (max_frames is not None and meta["frames"] >= max_frames):
             return meta
     info = probe_video(path)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".hr-"))
-    try:
-        n = 0
+    n = 0
+    with staged_folder(root / HR_DIR, stale=list(root.glob("lr-*"))) as tmp:  # LR frames depend on the HR set
         total = min(max_frames, info.n_frames) if max_frames and info.n_frames > 0 else (max_frames or info.n_frames or None)
         for n, rgb in enumerate(tqdm(iter_video_frames(path, max_frames), total=total,
                                      desc=f"decode {path.name}", leave=False), start=1):
             _write_png(tmp / f"{n:05d}.png", crop_to_multiple(rgb, crop_multiple))
         if n == 0:
             raise DataError(f"{path} decoded to zero frames")
-        hr_dir = root / HR_DIR
-        for stale in [hr_dir, *root.glob("lr-*")]:  # LR frames depend on the HR set: rebuild them
-            if stale.exists():
-                shutil.rmtree(stale)
-        os.replace(tmp, hr_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     meta = {"source": str(path), "fps": info.fps, "frames": n, "crop_multiple": crop_multiple,
             "complete": max_frames is None or n < max_frames,
             "source_size": f"{info.width}x{info.height}"}

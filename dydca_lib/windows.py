@@ -12,16 +12,13 @@ chunk of it holds ``5 x sample_fps`` frames, and held-out frames interleave with
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from .io import atomic_write_text
+from .io import atomic_write_text, staged_folder
 from .paths import data_dir
 from .sources import DataError
 from .video import (HR_DIR, LR_KERNELS, FrameSet, _make_lr_folder, _video_cache_key, _write_png, check_scale,
@@ -70,29 +67,20 @@ def prepare_window(video: str | Path, scale: int, start_s: float, length_s: floa
 
 
 def _decode_window(path: Path, root: Path, ids: list[int], crop_multiple: int) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".hr-"))
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise DataError(f"{path} could not be opened as a video")
     try:
-        keep = set(ids)
-        for i in tqdm(range(ids[-1] + 1), desc=f"decode {path.name} (window)", leave=False):
-            if i not in keep:
-                if not cap.grab():  # decoded, not converted: frame-exact without seeking
+        with staged_folder(root / HR_DIR) as tmp:
+            keep = {i: k for k, i in enumerate(ids, start=1)}
+            for i in tqdm(range(ids[-1] + 1), desc=f"decode {path.name} (window)", leave=False):
+                ok = cap.grab() if i not in keep else None  # skipped frames are decoded, not converted
+                if i in keep:
+                    ok, bgr = cap.read()
+                if not ok:
                     raise DataError(f"{path} ended at frame {i}, before the window's frame {ids[-1]}")
-                continue
-            ok, bgr = cap.read()
-            if not ok:
-                raise DataError(f"{path} ended at frame {i}, before the window's frame {ids[-1]}")
-            _write_png(tmp / f"{ids.index(i) + 1:05d}.png", crop_to_multiple(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),
-                                                                           crop_multiple))
-        hr_dir = root / HR_DIR
-        if hr_dir.exists():
-            shutil.rmtree(hr_dir)
-        os.replace(tmp, hr_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+                if i in keep:
+                    _write_png(tmp / f"{keep[i]:05d}.png",
+                               crop_to_multiple(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), crop_multiple))
     finally:
         cap.release()
