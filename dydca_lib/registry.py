@@ -94,6 +94,9 @@ def parse(ref: str, default_k: dict | None = None) -> Ref:
             if hit:
                 out = Ref(e.id, int(hit.group(1)) if e.takes_k else None, equal)
                 break
+            if e.takes_k and text == re.split(r" \(?k=", e.display)[0]:  # "STDO joint", "STDO": the default k
+                out = Ref(e.id, None, equal)
+                break
         if out is None:
             known = ", ".join(f"{e.id} ({e.display})" for e in METHODS.values())
             raise ValueError(f"unknown method {ref!r}; known: {known}")
@@ -106,10 +109,11 @@ def parse(ref: str, default_k: dict | None = None) -> Ref:
 
 def make(ref, scale: int, n_chunks: int, *, epochs: float = 1.0, seed: int = 0, kernel: str = "pil",
          joint_shares=None, model_blocks: int = 4, path_blocks=(4, 2), n_feats: int = 32, expansion: int = 2,
-         batch_size: int = 16, context: int = 2, lr: float = 1e-3, precision: str = "auto", **ignored) -> "M.Method":
-    """Build the method ``ref`` (:func:`parse`) with a notebook's shared keywords (``ignored``: the
-    main table's own, ``stdo_ks``, ``joint_k``, ``equal_size``, which a ref states itself)."""
-    r = parse(ref) if not isinstance(ref, Ref) else ref
+         batch_size: int = 16, context: int = 2, lr: float = 1e-3, precision: str = "auto", stdo_k: int = 2,
+         joint_k: int = 4) -> "M.Method":
+    """Build the method ``ref`` (:func:`parse`; a ref without k takes ``stdo_k`` / ``joint_k``) with a
+    notebook's shared keywords (:func:`dydca_lib.comparison.suite_kwargs` with ``per_run=False``)."""
+    r = parse(ref, {"stdo": stdo_k, "stdo_joint": joint_k}) if not isinstance(ref, Ref) else ref
     kw = dict(n_feats=n_feats, expansion=expansion, epochs=epochs, batch_size=batch_size, context=context, lr=lr,
               seed=seed, precision=precision)
     if r.id in ("bicubic", "general"):

@@ -130,6 +130,10 @@ def test_registry_one_id_per_method_refs_and_names():
     assert R.parse("one model per video") == R.Ref("per_video") == R.parse("per_video")
     assert R.parse("STDO joint (k=4)") == R.Ref("stdo_joint", 4) and R.parse("stdo").k == 2
     assert R.parse("one model per chunk (= size)") == R.Ref("per_chunk", equal_size=True)
+    assert R.parse("STDO joint") == R.Ref("stdo_joint", 4) and R.parse("STDO", {"stdo": 3}) == R.Ref("stdo", 3)
+    assert R.make("STDO joint", 2, 4, joint_k=3, n_feats=4).name == "STDO joint (k=3)"
+    with pytest.raises(TypeError):
+        R.make("dydca", 2, 4, model_block=3)  # a misspelt keyword is an error, not ignored
     for bad in ("nope", "Dy-DCA (= size)", "STDO k="):
         with pytest.raises(ValueError):
             R.parse(bad)
