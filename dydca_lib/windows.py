@@ -74,9 +74,10 @@ def _decode_window(path: Path, root: Path, ids: list[int], crop_multiple: int) -
         with staged_folder(root / HR_DIR) as tmp:
             keep = {i: k for k, i in enumerate(ids, start=1)}
             for i in tqdm(range(ids[-1] + 1), desc=f"decode {path.name} (window)", leave=False):
-                ok = cap.grab() if i not in keep else None  # skipped frames are decoded, not converted
                 if i in keep:
                     ok, bgr = cap.read()
+                else:
+                    ok = cap.grab()  # skipped frames are decoded, not converted
                 if not ok:
                     raise DataError(f"{path} ended at frame {i}, before the window's frame {ids[-1]}")
                 if i in keep:
