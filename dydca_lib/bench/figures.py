@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ..client.bundle import RUNTIMES
+from ..client.runtimes import RUNTIMES
 
 
 def _plt():

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 
-from ..client.bundle import CUDA_RUNTIMES
+from ..client.runtimes import names
 from . import ondevice as O
 from .timing import machine as machine_info
 from .timing import sgemm_peak
@@ -71,7 +71,7 @@ def run(profile: str, out_dir: Path | None = None, runtimes=("torch_ref", "torch
 
     p = notebook06_parameters(profile)
     if not torch.cuda.is_available():
-        runtimes = [r for r in runtimes if r not in CUDA_RUNTIMES]
+        runtimes = [r for r in runtimes if r not in names(device="cuda")]
     seed_everything(p["seed"])
     threads = int(p["threads"])
     torch.set_num_threads(threads)

@@ -118,10 +118,9 @@ def fresh_process(code: str, env: dict | None = None, timeout: float = 900.0) ->
 def runtime_module(runtime: str) -> str:
     """The package a client of ``runtime`` imports: ``torch``, ``onnxruntime`` or ``tvm``
     (``torch_batched_bf16`` -> ``torch``, ``onnxruntime_int8`` -> ``onnxruntime``)."""
-    for module in ("torch", "onnxruntime", "tvm"):
-        if runtime.startswith(module):
-            return module
-    raise ValueError(f"no client package for runtime {runtime!r}")
+    from ..client.runtimes import runtime as runtime_record
+
+    return runtime_record(runtime).package
 
 
 def _child_main(spec_file: str) -> None:

@@ -4,7 +4,7 @@ pipeline, per frame, timed end to end; model switching; output checks; the headl
 What a client does with one LR frame: cut it into the method's patches (its routing map), run
 each patch through its model or path, stitch the SR frame (:mod:`dydca_lib.client`). Each method
 is reduced to *units*, the networks its manifests name by ``path``
-(:meth:`dydca_lib.methods.Method.units`). Runtimes (:data:`dydca_lib.client.bundle.RUNTIMES`):
+(:meth:`dydca_lib.methods.Method.units`). Runtimes (:mod:`dydca_lib.client.runtimes`):
 
 * ``torch_ref`` — PyTorch eager the way the paper's code runs: the model as trained (weight norm
   live), ``torch.no_grad``, one patch per call, Python routing (Dy-DCA: ``model.route(h, w)``);
@@ -36,7 +36,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..client.bundle import COMPILES_AT_LOAD, RUNTIMES, TVM_RUNTIMES, bundle_bytes, export_bundle, precision_of
+from ..client.bundle import bundle_bytes, export_bundle
+from ..client.runtimes import RUNTIMES, names, precision_of
+from ..client.runtimes import runtime as runtime_record
 from ..client.engines import make_engine
 from ..client.loop import Client
 from ..client.plan import Workload, size_routing, switches
@@ -66,7 +68,7 @@ def build_configs(methods: dict, workloads: dict, runtimes, hd_runtimes, clip_re
                   calibration: dict | None = None, max_batch_pixels: int = 0) -> list[Config]:
     """Export a bundle for every (method, workload, runtime): every runtime at the clip's size,
     ``hd_runtimes`` (among ``runtimes``) at the other sizes; a runtime that compiles at load
-    (:data:`~dydca_lib.client.bundle.COMPILES_AT_LOAD`) not for a method that switches models. ``workloads``: ``{(key, resolution): Workload}``.
+    (``Runtime.compiles_at_load``) not for a method that switches models. ``workloads``: ``{(key, resolution): Workload}``.
     ``tune_trials_per_task`` > 0 tunes the TVM kernels the committed database lacks (see :func:`export_bundle`).
     ``calibration``: ``{method key: {unit: batches}}`` for int8 runtimes
     (:func:`dydca_lib.bench.precision.calibration_batches`). ``max_batch_pixels``: the compiled
@@ -78,7 +80,7 @@ def build_configs(methods: dict, workloads: dict, runtimes, hd_runtimes, clip_re
         for rt in runtimes:
             if res != clip_resolution and rt not in hd_runtimes:
                 continue
-            if rt in COMPILES_AT_LOAD and switches(units, wl):  # it would compile a model at every chunk border
+            if runtime_record(rt).compiles_at_load and switches(units, wl):  # it would compile a model at every chunk border
                 continue
             cal = (calibration or {}).get(key) if precision_of(rt) == "int8" else None
             b = export_bundle(units, rt, Path(folder) / f"{key}-{len(out):02d}-{rt}", scale=scale, context=m.context,
@@ -241,7 +243,7 @@ def headline(latency, memory, switching, sgemm: dict, machine_info: dict, clip_r
         return round(a / b, 3) if a is not None and b not in (None, 0) else None
 
     def fastest_tvm(res=clip_resolution):  # fp32: reduced precisions have their own headline (fastest within tolerance)
-        ms = {rt: v for rt in TVM_RUNTIMES if precision_of(rt) == "fp32"
+        ms = {rt: v for rt in names(package="tvm") if precision_of(rt) == "fp32"
               and (v := get(latency, dydca, rt, "median_ms", res)) is not None}
         return min(ms, key=ms.get) if ms else "tvm"
 

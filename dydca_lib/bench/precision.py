@@ -3,7 +3,7 @@ peak of each precision measured in the run, int8 calibration data, what each pre
 PSNR through the client pipeline, and the fastest client within a PSNR tolerance of fp32; and one
 path at one patch shape per (runtime, precision) for notebook 05 (:func:`path_table`).
 
-Precisions are runtimes of their own (:data:`dydca_lib.client.bundle.PRECISION`):
+Precisions are runtimes of their own (``Runtime.precision``, :mod:`dydca_lib.client.runtimes`):
 ``torch_batched_bf16`` (bf16 weights and activations, channels-last, oneDNN's AVX512-BF16/AMX
 kernels) and ``onnxruntime_int8`` (static QDQ int8, per-channel weights, calibrated on the
 server's training frames). :func:`support_table` lists the (runtime, precision) pairs that are not
@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..client.bundle import PRECISION_CPU_FLAGS, RUNTIMES, TVM_RUNTIMES, export_bundle, precision_of, unsupported_reason
+from ..client.bundle import export_bundle
+from ..client.runtimes import PRECISION_CPU_FLAGS, RUNTIMES, names, precision_of, runtime, unsupported_reason
 from ..evaluate import PRECISION_TOLERANCE_DB, evaluate
 from .timing import throughput, warm_up
 
@@ -42,7 +43,7 @@ def support_table(runtimes, flags=None) -> pd.DataFrame:
         why = unsupported_reason(rt, flags)
         rows.append({"runtime": rt, "precision": precision_of(rt), "built": True, "runs_here": why is None,
                      "note": why or RUNTIMES[rt]})
-    runs = {(rt.split("_")[0], precision_of(rt)) for r, rt in zip(rows, runtimes) if r["runs_here"]}
+    runs = {(runtime(rt).package, precision_of(rt)) for r, rt in zip(rows, runtimes) if r["runs_here"]}
     for (family, prec), why in NOT_BUILT.items():
         if (family, prec) in runs:  # e.g. TVM bf16: built for AMX (tvm_amx_bf16), and this CPU has it
             continue
@@ -263,9 +264,9 @@ def fastest_within_tolerance(table: pd.DataFrame, method: str) -> dict:
         if not len(fp32) or not len(ok):
             continue
         a, b = fp32.loc[fp32.fps.idxmax()], ok.loc[ok.fps.idxmax()]
-        peers = fp32[~fp32.runtime.isin(TVM_RUNTIMES)]
+        peers = fp32[~fp32.runtime.isin(names(package="tvm"))]
         p = peers.loc[peers.fps.idxmax()] if len(peers) else None
-        ok_peers = ok[~ok.runtime.isin(TVM_RUNTIMES)]  # PyTorch / ONNX Runtime in any precision (bf16, int8)
+        ok_peers = ok[~ok.runtime.isin(names(package="tvm"))]  # PyTorch / ONNX Runtime in any precision (bf16, int8)
         q = ok_peers.loc[ok_peers.fps.idxmax()] if len(ok_peers) else None
         reduced = g[g.precision != "fp32"]
         c = reduced.loc[reduced.fps.idxmax()] if len(reduced) else None

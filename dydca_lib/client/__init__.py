@@ -7,8 +7,10 @@ is imported by the engine that needs it (TVM's *runtime* only, never the compile
 
 * :mod:`.plan` — a frame's routing map (:class:`~.plan.FramePlan`), the frames a client plays
   (:class:`~.plan.Workload`), size routing and whether a method switches models;
+* :mod:`.runtimes` — one record per runtime (engine, unit format, TVM library, precision, CPU
+  features it needs, batch policy): a new runtime is one record plus its engine or unit writer;
 * :mod:`.bundle` — the deployment bundle per runtime (what the server sends, what a client loads);
-* :mod:`.engines` — one engine per runtime: load/unload a unit, run a batch of patches;
+* :mod:`.engines` — one engine class per kind of runtime: load/unload a unit, run a batch of patches;
 * :mod:`.loop` — the full-frame pipeline (:func:`~.loop.sr_frame`) and the client loop
   (:class:`~.loop.Client`) with model switching.
 """

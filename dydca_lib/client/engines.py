@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from ..compiler.shapes import function_name, split_batch
+from ..compiler.shapes import function_name, run_split, split_batch
 from ..tensors import to_nchw, to_uint8
 
 
@@ -174,27 +174,20 @@ class TvmEngine(Engine):
             raise KeyError(f"the TVM library has no {w}x{h} function for unit {unit} (compiled: {sorted(self.buckets)})")
         xf, params = (np.ascontiguousarray(x) if self.uint8_io else to_nchw(x)), self.models[unit]
         out = np.empty((n, h * self.scale, w * self.scale, 3), dtype=np.uint8)
-        i = 0
-        for k, b in split_batch(n, self.buckets[key]):
-            chunk = xf[i:i + k]
-            if b > k:
-                chunk = np.concatenate([chunk, np.zeros((b - k,) + chunk.shape[1:], chunk.dtype)])
+
+        def call(chunk, b):
             y = self.vm[function_name(a, h, w, b)](self.tvm.runtime.tensor(chunk), *params)
-            if not hasattr(y, "numpy"):
-                y = y[0]
-            y = np.from_dlpack(y)[:k]  # a view of the runtime's output: one copy, into the frame's batch
-            out[i:i + k] = y if self.uint8_io else to_uint8(y)
-            i += k
-        return out
+            return np.from_dlpack(y if hasattr(y, "numpy") else y[0])  # a view of the runtime's output: one copy, into out
+
+        return run_split(xf, split_batch(n, self.buckets[key]), call, out, None if self.uint8_io else to_uint8)
 
 
-ENGINES = {"torch_ref": TorchEngine, "torch_batched": TorchEngine, "onnxruntime": OrtEngine, "tvm": TvmEngine,
-           "tvm_manual": TvmEngine, "tvm_winograd": TvmEngine, "tvm_int8": TvmEngine, "tvm_amx_int8": TvmEngine, "tvm_amx_bf16": TvmEngine,
-           "torch_batched_bf16": TorchEngine, "onnxruntime_int8": OrtEngine,
-           "torch_compiled_bf16": CompiledTorchEngine, "torch_compiled_int8": CompiledTorchEngine,
-           "torch_ref_cuda": TorchEngine, "torch_batched_cuda": TorchEngine}
+# Runtime.engine -> the class that loads and runs a bundle of that runtime
+ENGINES = {"torch": TorchEngine, "compiled_torch": CompiledTorchEngine, "ort": OrtEngine, "tvm": TvmEngine}
 
 
 def make_engine(bundle: dict, threads: int) -> Engine:
-    return ENGINES[bundle["runtime"]](bundle, threads)
+    from .runtimes import runtime
+
+    return ENGINES[runtime(bundle["runtime"]).engine](bundle, threads)
 

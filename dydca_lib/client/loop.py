@@ -11,6 +11,7 @@ from ..compiler.shapes import batch_cap
 from ..tensors import drop_context, padded_for_patches, with_context
 from .engines import Engine, make_engine
 from .plan import FramePlan, Workload
+from .runtimes import runtime
 
 
 def sr_frame(engine: Engine, lr: np.ndarray, plan: FramePlan, scale: int, context: int = 0,
@@ -78,7 +79,7 @@ class Client:
     def __init__(self, bundle: dict, workload: Workload, threads: int, switching: bool = False,
                  one_at_a_time: bool = False):
         self.workload, self.switching = workload, switching
-        self.one_at_a_time = one_at_a_time or bundle["runtime"] in ("torch_ref", "torch_ref_cuda")
+        self.one_at_a_time = one_at_a_time or runtime(bundle["runtime"]).one_patch_per_call
         t0 = time.perf_counter()
         self.engine = make_engine(bundle, threads)
         self.scale, self.context = int(bundle["scale"]), int(bundle["context"])

@@ -19,7 +19,7 @@ from .database import has_database, tuning_dir
 from .export import export_paths, path_bounds
 from .static import static_module
 from .passes import compile_dynamic, compile_planned, load_vm, optimize, run_vm
-from .shapes import DEFAULT_MAX_BATCH, StaticShape, function_name, split_batch, static_shapes
+from .shapes import DEFAULT_MAX_BATCH, StaticShape, function_name, run_split, split_batch, static_shapes
 from .target import as_target, target_name, tvm_threads
 
 
@@ -141,21 +141,10 @@ class CompiledDynamicSR:
         path, n = int(path), x.shape[0]
         out = np.empty((n, 3, h * self.scale, w * self.scale), dtype=np.float32)
         if self.mode == "static":
-            plan = split_batch(n, self.buckets[(path, h, w)])
-        else:
-            plan = [(k, k) for k, _ in split_batch(n, [self.max_batch[path]])]
-        i = 0
-        for k, b in plan:
-            chunk = x[i:i + k]
-            if b > k:
-                chunk = np.concatenate([chunk, np.zeros((b - k,) + chunk.shape[1:], np.float32)])
-            if self.mode == "static":
-                y = run_vm(self.vm, function_name(path, h, w, b), chunk, self.params[path])
-            else:
-                y = run_vm(self.vms[path], "main", chunk, self.params[path])
-            out[i:i + k] = y[:k]
-            i += k
-        return out
+            return run_split(x, split_batch(n, self.buckets[(path, h, w)]), lambda chunk, b: run_vm(
+                self.vm, function_name(path, h, w, b), chunk, self.params[path]), out)
+        plan = [(k, k) for k, _ in split_batch(n, [self.max_batch[path]])]  # symbolic: any batch up to the bound
+        return run_split(x, plan, lambda chunk, b: run_vm(self.vms[path], "main", chunk, self.params[path]), out)
 
     def upscale(self, lr_patches: np.ndarray, path: int) -> np.ndarray:
         """uint8 NHWC LR patches -> uint8 NHWC SR patches (the ``evaluate`` upscaler signature)."""

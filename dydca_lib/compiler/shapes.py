@@ -82,6 +82,24 @@ def split_batch(n: int, buckets: Iterable[int], call_cost: float = CALL_COST_PAT
     return [(top, top)] * (n // top) + plans[n % top]
 
 
+def run_split(x, plan: list[tuple[int, int]], call, out, convert=None):
+    """Run the patches ``x`` (first axis: patches) as the calls of ``plan`` (:func:`split_batch`):
+    each call gets its ``k`` patches padded with zero patches to its compiled batch ``b``
+    (``call(chunk, b)`` returns the batch's outputs), and its first ``k`` outputs, through
+    ``convert`` when given, go to ``out`` in order. Returns ``out``."""
+    import numpy as np
+
+    i = 0
+    for k, b in plan:
+        chunk = x[i:i + k]
+        if b > k:
+            chunk = np.concatenate([chunk, np.zeros((b - k,) + chunk.shape[1:], chunk.dtype)])
+        y = call(chunk, b)[:k]
+        out[i:i + k] = y if convert is None else convert(y)
+        i += k
+    return out
+
+
 def batch_cap(h: int, w: int, max_batch: int = DEFAULT_MAX_BATCH, max_batch_pixels: int = 0) -> int:
     """The largest batch compiled for ``h x w`` patches (context included): ``max_batch``, or with
     ``max_batch_pixels`` > 0 the largest power of two whose batch holds at most that many LR pixels

@@ -14,8 +14,10 @@ import pandas as pd
 import pytest
 import torch
 
-from dydca_lib.client.bundle import (CUDA_RUNTIMES, LOW_PRECISION_TVM, RUNTIMES, export_bundle, export_onnx, precision_of,
-                                     unsupported_reason)
+from dydca_lib.client import runtimes
+from dydca_lib.client.bundle import UNIT_WRITERS, export_bundle, export_onnx
+from dydca_lib.client.engines import ENGINES
+from dydca_lib.client.runtimes import RUNTIMES, Runtime, names, precision_of, runtime, unsupported_reason
 from dydca_lib.client.loop import Client
 from dydca_lib.client.plan import Workload, plans_from_manifest, size_routing, switches
 from dydca_lib.models import WDSR, fold_weight_norm, super_resolve
@@ -46,9 +48,12 @@ def test_onnx_export_matches_pytorch(tmp_path):
         assert np.abs(got - want).max() < 1e-4
 
 
+LOW_PRECISION_TVM = [r for r in names(package="tvm") if precision_of(r) != "fp32"]
+
+
 @pytest.mark.parametrize("runtime", list(RUNTIMES))
 def test_full_frame_pipeline_matches_evaluate(setup, runtime, tmp_path):
-    if runtime in CUDA_RUNTIMES and not torch.cuda.is_available():
+    if runtime in names(device="cuda") and not torch.cuda.is_available():
         pytest.skip("no CUDA GPU here")
     if runtime in LOW_PRECISION_TVM and unsupported_reason(runtime) is not None:  # its code would not run here
         pytest.skip(unsupported_reason(runtime))
@@ -105,6 +110,32 @@ def test_reduced_precision_runs_only_where_the_cpu_computes_it():
     assert unsupported_reason("onnxruntime_int8", flags={"avx_vnni"}) is None
     assert "avx512_vnni" in unsupported_reason("tvm_int8", flags={"avx_vnni"})  # 512-bit vpdpbusd only
     assert unsupported_reason("tvm_int8", flags={"avx512f", "avx512_vnni"}) is None
+
+
+def test_every_runtime_record_names_an_engine_a_unit_writer_and_a_cpu_twin_that_exist():
+    for r in runtimes.REGISTRY.values():
+        assert r.engine in ENGINES and r.units in UNIT_WRITERS and r.package in ("torch", "onnxruntime", "tvm")
+        assert r.precision in ("fp32", "bf16", "int8")
+        assert (r.library is not None) == (r.package == "tvm")
+        assert r.cpu_twin is None or (r.device != "cpu" and runtime(r.cpu_twin).device == "cpu")
+    assert names(device="cuda") == ("torch_ref_cuda", "torch_batched_cuda")
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        runtime("coreml")
+
+
+def test_a_new_runtime_is_one_record(setup, tmp_path, monkeypatch):
+    """A runtime made of an existing engine and unit writer needs its record and nothing else:
+    exported, loaded and run through the client like the others."""
+    model, manifest, lr, wl = setup
+    record = Runtime("torch_batched_again", "PyTorch eager, batched, a second name", "torch", "folded", "torch")
+    monkeypatch.setitem(runtimes.REGISTRY, record.name, record)
+    units = {p: m for p, m in enumerate(model.paths)}
+    bundle = export_bundle(units, record.name, tmp_path, scale=SCALE, context=CONTEXT, plans=wl.plans)
+    assert bundle["runtime"] == record.name and bundle["precision"] == "fp32"
+    client = Client(bundle, wl, threads=1)
+    sr, _, _ = client.frame(0)
+    assert not client.one_at_a_time
+    assert np.array_equal(sr, reference_frame(model, lr, manifest))  # torch_batched's arithmetic
 
 
 def test_cuda_runtime_without_a_gpu_is_a_clear_error(setup, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dydca_lib import compiler as C
-from dydca_lib.client.bundle import unsupported_reason
+from dydca_lib.client.runtimes import unsupported_reason
 from dydca_lib.compiler import amx as A
 from dydca_lib.compiler import int8 as Q
 from dydca_lib.models import fold_weight_norm
