@@ -54,10 +54,46 @@ def test_every_parameter_is_listed_with_type_and_help(path):
         assert p["inferred_type_name"] != "None" and p["help"], f"{name} lacks a type or a # help comment"
 
 
-@pytest.mark.parametrize("profile", ["smoke", "default", "full"])
+PROFILES = sorted(p.stem for p in (ROOT / "params").glob("*.yaml"))
+
+
+def test_the_profiles_are_all_here():
+    assert {"smoke", "default", "paper", "budget", "full"} <= set(PROFILES)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
 def test_profiles_only_set_declared_parameters(profile):
     cfg = load_profile(profile)
     assert cfg["common"]["profile"] == profile
     for nb in NOTEBOOKS:
         if nb.stem in cfg["notebooks"]:
             notebook_parameters(cfg, nb)  # raises on an unknown parameter
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_notebooks_built_on_notebook_04_see_its_frames(profile):
+    """04b, 06 and 08 reuse notebook 04's trained models and cells: the frames and chunks must be
+    04's (and 06 loads 04's models: its epochs too), or they would silently train others."""
+    cfg = load_profile(profile)
+    by_stem = {nb.stem: nb for nb in NOTEBOOKS}
+    if "04_baseline_comparison" not in cfg["notebooks"]:
+        pytest.skip(f"{profile} does not run notebook 04")
+
+    def resolved(stem):  # the notebook's defaults, then the profile's values
+        nb = by_stem[stem]
+        defaults = {k: yaml.safe_load(p["default"]) for k, p in pm.inspect_notebook(str(nb)).items()}
+        return {**defaults, **notebook_parameters(cfg, nb)}
+
+    base = resolved("04_baseline_comparison")
+    for stem, keys in {"04b_budget_study": ("max_frames", "chunk_seconds"), "06_on_device": ("max_frames", "chunk_seconds", "epochs"),
+                       "08_rate_quality": ("max_frames", "chunk_seconds")}.items():
+        if stem in cfg["notebooks"]:
+            got = resolved(stem)
+            assert {k: got[k] for k in keys} == {k: base[k] for k in keys}, f"{profile}: {stem} vs notebook 04"
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.stem != "09_report"], ids=lambda p: p.stem)
+def test_notebook_records_every_declared_parameter(path):
+    """`params` (metrics.json, the cells' specs) is built from the parameters cell, not a hand-kept list."""
+    code = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+    assert f'params = {{k: globals()[k] for k in declared_parameters(notebook_path("{path.stem}"))}}' in code
