@@ -17,7 +17,7 @@ LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
-	@echo "  PROFILE=smoke|default|full (now: $(PROFILE)) selects params/<profile>.yaml"
+	@echo "  PROFILE=smoke|default|budget|paper|full (now: $(PROFILE)) selects params/<profile>.yaml"
 	@echo "  VIDEO=path/to/clip.mp4 (or a VSD4K folder) runs reproduce on your video; results/<profile>-<name>/"
 	@echo "  PARAMS=\"name=value ...\" overrides notebook parameters in reproduce (values are YAML literals)"
 
