@@ -61,6 +61,55 @@ def model_payload_bytes(parameters: int, dtype: str) -> int:
     return int(parameters) * width[dtype]
 
 
+SHIP_DTYPES = ("fp16", "int8")
+COMPRESSORS = ("none", "lzma")
+
+
+def _compressed(arrays, compressor: str) -> int:
+    import io
+    import lzma
+
+    buf = io.BytesIO()
+    np.savez(buf, *arrays)
+    raw = buf.getvalue()
+    if compressor == "none":
+        return len(raw)
+    if compressor == "lzma":  # xz, the strongest preset: what a server would spend once per video
+        return len(lzma.compress(raw, preset=9 | lzma.PRESET_EXTREME))
+    raise ValueError(f"compressor {compressor!r}: one of {', '.join(COMPRESSORS)}")
+
+
+def shipped_model_bytes(method, dtype: str, compressor: str = "lzma", calibration: dict | None = None) -> int:
+    """The bytes a client receives for a trained method's models, as files it can run.
+
+    ``fp16``: every model the method trains (:meth:`~dydca_lib.methods.Method.models`: CaFM's
+    backbone with every chunk's modulation, Dy-DCA's one dynamic model, ...), weight norm folded, in
+    fp16. ``int8``: what the int8 client runs (:func:`dydca_lib.compiler.int8.quantize_unit`, the
+    ``tvm_int8`` bundle): per unit (:meth:`~dydca_lib.methods.Method.units`) int8 per-channel weights,
+    their scales, int32 compensation and fp32 biases and skip conv, quantized with ``calibration``
+    ``{unit: [uint8 NHWC batches]}`` (:func:`dydca_lib.bench.precision.calibration_batches`); a CaFM
+    client runs each chunk's folded network, so it receives each quantized. Each set of arrays
+    as one ``.npz``, entropy-coded by ``compressor`` (``lzma``: xz; ``none``)."""
+    from .models import unit_params
+
+    if dtype not in SHIP_DTYPES:
+        raise ValueError(f"shipped dtype {dtype!r}: one of {', '.join(SHIP_DTYPES)}")
+    if compressor not in COMPRESSORS:
+        raise ValueError(f"compressor {compressor!r}: one of {', '.join(COMPRESSORS)}")
+    if dtype == "fp16":
+        models = method.models()
+        if not models:
+            raise ValueError(f"{method.name}: no trained models to ship")
+        return sum(_compressed([a.astype(np.float16) for a in unit_params(m)], compressor) for m in models.values())
+    from .compiler.int8 import quantize_unit
+
+    units = method.units()
+    missing = sorted(set(units) - set(calibration or {}))
+    if missing:
+        raise ValueError(f"{method.name}: int8 needs calibration patches for units {missing}")
+    return sum(_compressed(quantize_unit(unit, calibration[u]), compressor) for u, unit in sorted(units.items()))
+
+
 def bd_metrics(anchor: pd.DataFrame, test: pd.DataFrame, rate: str = "kbps", quality: str = "psnr_y") -> dict:
     """Bjøntegaard deltas of ``test`` against ``anchor`` (each a curve: rows with ``rate`` and
     ``quality``), Akima interpolation (``bjontegaard``): BD-rate in % (negative: fewer bits for the

@@ -144,3 +144,56 @@ def test_a_point_trains_on_the_decoded_frames_and_checks_clean_training(tmp_root
     assert again["rows"] == out["rows"]
     cv = D.clean_vs_decoded(rows, clean)
     assert list(cv.method) == ["one model per video", "Dy-DCA"] and "loss_db" in cv
+
+
+def test_vmaf_is_near_100_for_the_reference_and_lower_for_noise_and_blur():
+    import cv2
+
+    rng = np.random.default_rng(0)
+    ref = np.stack([cv2.GaussianBlur(rng.integers(0, 256, (72, 96, 3), dtype=np.uint8), (5, 5), 2) for _ in range(4)])
+    noisy = np.clip(ref.astype(int) + rng.integers(-20, 21, ref.shape), 0, 255).astype(np.uint8)
+    blurred = np.stack([cv2.GaussianBlur(f, (7, 7), 3) for f in ref])
+    same, noise, blur = (C.vmaf(ref, d, 24.0) for d in (ref, noisy, blurred))
+    assert same["vmaf"] > 95 and len(same["vmaf_frames"]) == 4
+    assert blur["vmaf"] < noise["vmaf"] < same["vmaf"] - 5
+    assert noise["vmaf_min"] <= noise["vmaf"]
+    with pytest.raises(ValueError, match="one shape"):
+        C.vmaf(ref, ref[:, :70], 24.0)
+
+
+class _Shipped:
+    """A stand-in trained method: two 16-feature WDSR units (int8 needs 16-channel multiples)."""
+
+    name = "two units"
+
+    def __init__(self):
+        import torch
+
+        from dydca_lib.models import WDSR
+
+        torch.manual_seed(0)
+        self.nets = {u: WDSR(scale=2, n_blocks=1, n_feats=16, expansion=2).eval() for u in (0, 1)}
+
+    def models(self):
+        return {str(u): m for u, m in self.nets.items()}
+
+    def units(self):
+        return dict(self.nets)
+
+
+def test_shipped_model_bytes_fp16_int8_and_compression():
+    from dydca_lib.models import count_parameters
+
+    m = _Shipped()
+    params = sum(count_parameters(n) for n in m.nets.values())
+    cal = {u: [np.random.default_rng(u).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)] for u in (0, 1)}
+    fp16_raw = D.shipped_model_bytes(m, "fp16", "none")
+    fp16 = D.shipped_model_bytes(m, "fp16", "lzma")
+    int8 = D.shipped_model_bytes(m, "int8", "lzma", cal)
+    assert 2 * params <= fp16_raw < 2 * params + 8192  # fp16 numbers plus the npz headers (~200 bytes an array)
+    assert fp16 < fp16_raw  # entropy coding helps (random init: a little)
+    assert int8 < fp16  # one byte per weight, zero padding compressed away
+    with pytest.raises(ValueError, match="calibration patches for units"):
+        D.shipped_model_bytes(m, "int8", "lzma", {0: cal[0]})
+    with pytest.raises(ValueError, match="one of fp16, int8"):
+        D.shipped_model_bytes(m, "fp32")
