@@ -3,11 +3,11 @@
 Data flows one way and imports follow it (a module imports only from its left, plus the shared
 helpers ``paths``, ``io``, ``runinfo``, ``published``):
 
-data (``sources``, ``video``, ``codec``, ``metrics``, ``patches``, ``tensors``) -> learning (``models``,
-``train``, ``general``, ``params``, ``pipeline``, ``evaluate``, ``methods``, ``comparison``,
-``budget``, ``delivery``, ``cells``) ->
-``compiler`` (all TVM building) -> ``client`` (what a device runs; no torch) -> ``bench`` (the
-experiments of notebooks 05/06) -> ``figures``, ``report`` -> ``reproduce``.
+data (``sources``, ``video``, ``windows``, ``codec``, ``metrics``, ``patches``, ``tensors``) -> learning
+(``models``, ``train``, ``general``, ``params``, ``pipeline``, ``evaluate``, ``methods``, ``registry``,
+``comparison``, ``budget``, ``longvideo``, ``window_runs``, ``scores``, ``cells``) ->
+``compiler`` (all TVM building) -> ``client`` (what a device runs; no torch) -> ``bench`` and
+``delivery`` (the experiments of notebooks 05/06 and 08) -> ``figures``, ``report`` -> ``reproduce``.
 """
 
 __version__ = "0.1.0"

@@ -25,10 +25,9 @@ import pandas as pd
 from . import registry
 from .cells import run_cell
 from .comparison import reading, suite_kwargs
-from .evaluate import evaluate, frame_protocol
 from .methods import Method
 from .params import PatchParams
-from .pipeline import PatchData
+from .scores import full_frame_row
 
 STUDY_METRICS = ["frame_psnr_rgb", "frame_psnr_y", "frame_ssim_y"]
 
@@ -70,14 +69,6 @@ def validate_methods(names, scale: int, n_chunks: int, **suite_kw) -> list[str]:
     for n in names:
         study_method(n, scale, n_chunks, 1.0, 0, **suite_kw)
     return list(names)
-
-
-def full_frame_row(method: Method, data: PatchData, heldout_ids) -> dict:
-    """The full-frame protocol (held-out frames) for one prepared method."""
-    _, per_frame, _ = evaluate(method.upscaler(), data.frames, method.frame_manifest(heldout_ids), heldout_ids,
-                               method.context, desc=f"{method.name}: full-frame")
-    f = frame_protocol(per_frame)
-    return {"frame_psnr_rgb": f.psnr_rgb, "frame_psnr_y": f.psnr_y, "frame_ssim_y": f.ssim_y}
 
 
 def run_study(specs: list[dict], progress=None) -> pd.DataFrame:

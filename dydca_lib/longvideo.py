@@ -1,7 +1,8 @@
 """Notebook 07: the paper's regime — long, varied video, where one small model per video may run
 out of room and many chunk models are needed — measured on windows of a long clip.
 
-A *run* trains one method on one window (``start_s``, ``length_s``; frames sampled at
+A *run* (:mod:`dydca_lib.window_runs`, apart so that edits to this module's loop and tables keep
+the runs) trains one method on one window (``start_s``, ``length_s``; frames sampled at
 ``sample_fps``, chunks of ``chunk_seconds``, held-out frames interleaved and never trained on) at
 one budget and one seed and scores it on the window's held-out frames (full-frame protocol). Each
 run is a cached cell (:mod:`dydca_lib.cells`, kind ``longvideo``) keyed by its parameters and the
@@ -19,8 +20,6 @@ last budget run is reported with ``reached`` (False: still gaining at the cap).
 
 from __future__ import annotations
 
-import functools
-import json
 import math
 
 import numpy as np
@@ -29,30 +28,11 @@ import pandas as pd
 from .cells import run_cell
 from .comparison import reading, suite_kwargs
 from .params import PatchParams
+from .window_runs import compute_cell, window_data  # noqa: F401  (the cells' function; tests call window_data here)
 
 RULES = ("equal", "paper")
 METRICS = ["frame_psnr_rgb", "frame_psnr_y", "frame_ssim_y"]
 SIZES = ["models", "parameters", "model_bytes", "routing_map_bytes", "gflop_per_frame"]
-
-
-def window_data(patch: dict, window: dict):
-    """The PatchData of one window (``window``: start_s, length_s, sample_fps); the last few are kept
-    in memory, as every run of a window needs the same."""
-    return _window_data(json.dumps(patch, sort_keys=True), json.dumps(window, sort_keys=True))
-
-
-@functools.lru_cache(maxsize=4)
-def _window_data(patch_json: str, window_json: str):
-    from .pipeline import patch_data
-    from .windows import prepare_window
-
-    p, window = PatchParams.pick(json.loads(patch_json)), json.loads(window_json)
-    frames = prepare_window(p.video, p.scale, window["start_s"], window["length_s"], window["sample_fps"], p.lr_kernel)
-    data = patch_data(p, frames=frames)
-    if not len(data.heldout_ids):
-        raise ValueError(f"a {p.chunk_seconds:g} s chunk at {window['sample_fps']:g} fps holds fewer than heldout_every="
-                         f"{p.heldout_every} frames: no frame is held out. Raise sample_fps or chunk_seconds.")
-    return data
 
 
 def base_specs(params: dict) -> list[dict]:
@@ -77,27 +57,6 @@ def base_specs(params: dict) -> list[dict]:
                         specs.append({"patch": patch, "window": window, "method": ref.name, "rule": rule,
                                       "seed": int(seed), "suite": suite})
     return specs
-
-
-def compute_cell(spec: dict) -> dict:
-    """Train and score one run (what :func:`run` caches)."""
-    from .budget import full_frame_row
-    from .registry import make, parse
-
-    data = window_data(spec["patch"], spec["window"])
-    ref, n_chunks = parse(spec["method"]), len(data.chunks)
-    factor = ref.separate_models(n_chunks) if spec["rule"] == "paper" else 1
-    m = make(ref, data.frames.scale, n_chunks, epochs=spec["epochs"] * factor, seed=spec["seed"], **spec["suite"])
-    m.prepare(data)
-    info = m.describe()
-    row = {"method": m.name, "rule": spec["rule"], "seed": spec["seed"], "epochs": spec["epochs"],
-           "model_epochs": spec["epochs"] * factor, **{k: spec["window"][k] for k in ("start_s", "length_s")},
-           "chunks": n_chunks, "train_frames": len(data.train_ids), "heldout_frames": len(data.heldout_ids),
-           "models": info["models"], "parameters": info["parameters"], "model_bytes": info["model_bytes"],
-           "routing_map_bytes": info["routing_map_bytes"], "gflop_per_frame": m.gflop_per_frame(data.heldout_ids),
-           "train_seconds": info.get("train_seconds"), "train_lr_megapixels": info.get("train_lr_megapixels"),
-           **full_frame_row(m, data, data.heldout_ids)}
-    return {"row": row}
 
 
 def run(spec: dict, epochs: float, store=None) -> dict:

@@ -12,11 +12,10 @@ LAYERS = [  # a module may import from its own layer or any layer above it
     {"paths", "io", "runinfo", "published", "profiles", "codeversion"},  # shared helpers
     {"sources", "video", "windows", "codec", "metrics", "tensors", "patches"},  # data
     {"models", "train", "general", "params", "pipeline", "evaluate", "methods", "registry", "comparison", "budget",
-     "longvideo", "delivery",
-     "cells"},  # learning
+     "longvideo", "window_runs", "scores", "cells"},  # learning
     {"compiler"},
     {"client"},
-    {"bench"},
+    {"bench", "delivery"},  # the experiments: notebooks 05/06 (bench), 08 (delivery: ships what the clients run)
     {"figures", "report"},
     {"overrides", "reproduce", "sweep"},
 ]
