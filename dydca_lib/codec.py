@@ -201,3 +201,72 @@ def vmaf(reference: np.ndarray, distorted: np.ndarray, fps: float, threads: int 
     if len(frames) != n:
         raise RuntimeError(f"libvmaf scored {len(frames)} frames of {n}")
     return {"vmaf": float(np.mean(frames)), "vmaf_min": float(np.min(frames)), "vmaf_frames": frames}
+
+
+# ---------------------------------------------------------------- long streams, frame by frame
+
+def encode_iter(frames, hw: tuple[int, int], fps: float, enc: Encoding) -> bytes:
+    """:func:`encode` for a stream too long to hold as one array: ``frames`` is an iterable of
+    (H, W, 3) uint8 RGB frames of size ``hw``, written to FFmpeg one at a time (the stream goes to
+    a temporary file, so no pipe can fill while frames are still being written)."""
+    import tempfile
+
+    h, w = hw
+    he, we = h + h % 2, w + w % 2
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "stream"
+        proc = subprocess.Popen([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                                 "-s", f"{we}x{he}", "-r", f"{fps:g}", "-i", "-", "-threads", "2", *enc.args(), "-y",
+                                 str(out)], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        n = 0
+        try:
+            for f in frames:
+                f = np.asarray(f, dtype=np.uint8)
+                if f.shape != (h, w, 3):
+                    raise ValueError(f"frame {n} is {f.shape}, the stream is {w}x{h} RGB")
+                proc.stdin.write(np.ascontiguousarray(_even(f[None])[0]).tobytes())
+                n += 1
+            proc.stdin.close()
+            err = proc.stderr.read()
+            if proc.wait():
+                raise RuntimeError(f"ffmpeg encode ({enc.label}) failed: {err.decode(errors='replace')[-800:]}")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if not n:
+            raise ValueError("no frames to encode")
+        return out.read_bytes()
+
+
+def decode_some(stream: bytes, codec: str, hw: tuple[int, int], keep) -> dict:
+    """The frames ``keep`` (indices into the stream) of an elementary stream, cropped to ``hw``,
+    read one frame at a time (``{index: (H, W, 3) uint8 RGB}``; the rest are decoded and dropped).
+    An index past the stream's end is an error."""
+    import tempfile
+
+    h, w = hw
+    he, we = h + h % 2, w + w % 2
+    keep, size, out = set(int(k) for k in keep), he * we * 3, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "stream"
+        src.write_bytes(stream)
+        proc = subprocess.Popen([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", CODECS[codec][1], "-i", str(src),
+                                 "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            i = 0
+            while len(out) < len(keep):
+                buf = proc.stdout.read(size)
+                if len(buf) < size:
+                    break
+                if i in keep:
+                    out[i] = np.frombuffer(buf, np.uint8).reshape(he, we, 3)[:h, :w].copy()
+                i += 1
+        finally:
+            proc.stdout.close()
+            proc.kill()
+            proc.wait()
+    missing = sorted(keep - set(out))
+    if missing:
+        raise RuntimeError(f"the {codec} stream ended before frame(s) {missing[:5]} (decoded {i})")
+    return out
