@@ -17,6 +17,7 @@ measured rather than extrapolated. A window is the one notebook 07 trains on (``
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from .codec import Encoding, decode_some, encode_iter, vmaf
 
@@ -112,3 +113,139 @@ def compute_anchor(spec: dict) -> dict:
                     "stream_kbps": kbps(stream_bytes, seconds), "heldout_frames": len(plan["heldout"]),
                     **scores.drop(columns="frame").mean().to_dict(), "vmaf": run["vmaf"], "vmaf_min": run["vmaf_min"],
                     "vmaf_frames": len(run["vmaf_frames"])}}
+
+
+# ---------------------------------------------------------------- the LR stream of a window and its decoded frames
+
+ENCODE_VERSION = 1  # bump when the window's LR stream or its decoded frames change
+
+
+def encoded_window(video, start_s: float, length_s: float, sample_fps: float, chunk_seconds: float,
+                   heldout_every: int, heldout_policy: str, vmaf_run_s: float, scale: int, lr_kernel: str,
+                   enc: Encoding, crop_multiple: int = 12):
+    """The window's LR stream as a client receives it: every native frame downscaled (the
+    project's LR kernel) and encoded with ``enc``, then decoded. Returns ``(train_frames,
+    run_frames, stream_bytes, plan)``: ``train_frames`` is notebook 07's window (its HR frames,
+    sampled at ``sample_fps``) with the decoded LR frames at the same instants, ``run_frames`` the
+    VMAF run (HR and decoded LR of consecutive native frames, at the native rate). Cached as PNGs
+    under ``data/frames/encoded-windows/``, keyed by the video file, the window, the encoding and
+    the FFmpeg version."""
+    import hashlib
+    import json
+
+    from .codec import ffmpeg_version
+    from .io import atomic_write_text, staged_folder
+    from .paths import data_dir
+    from .video import FrameSet, _video_cache_key, _write_png, make_lr, resolve_video
+    from .windows import prepare_window
+
+    plan = window_plan(video, start_s, length_s, sample_fps, chunk_seconds, heldout_every, heldout_policy, vmaf_run_s)
+    clean = prepare_window(video, scale, start_s, length_s, sample_fps, lr_kernel, crop_multiple)
+    path = resolve_video(video)
+    record = {"video": _video_cache_key(path, crop_multiple), "start_s": start_s, "length_s": length_s,
+              "sample_fps": sample_fps, "vmaf_run_s": vmaf_run_s, "scale": int(scale), "lr_kernel": lr_kernel,
+              "enc": {"codec": enc.codec, "crf": enc.crf, "preset": enc.preset}, "ffmpeg": ffmpeg_version(),
+              "v": ENCODE_VERSION}
+    key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
+    folder = data_dir() / "frames" / "encoded-windows" / f"{clean.name}-x{scale}-{enc.codec}-crf{enc.crf}-{key}"
+    info_path = folder / "stream.json"
+    first, sampled, run = plan["first"], plan["sampled"], plan["run"]
+    if not info_path.exists():
+        hr_run: dict[int, np.ndarray] = {}
+
+        def lr_frames():
+            for k, hr in enumerate(window_frames(video, first, plan["n"], crop_multiple)):
+                if first + k in run:
+                    hr_run[first + k] = hr
+                yield make_lr(hr[:hr.shape[0] - hr.shape[0] % scale, :hr.shape[1] - hr.shape[1] % scale], scale, lr_kernel)
+
+        stream = encode_iter(lr_frames(), clean.lr_hw, plan["fps"], enc)
+        decoded = decode_some(stream, enc.codec, clean.lr_hw, [i - first for i in set(sampled) | set(run)])
+        for name, ids in (("sampled", sampled), ("run-lr", run)):
+            with staged_folder(folder / name) as tmp:
+                for j, i in enumerate(ids, start=1):
+                    _write_png(tmp / f"{j:05d}.png", decoded[i - first])
+        with staged_folder(folder / "run-hr") as tmp:
+            for j, i in enumerate(run, start=1):
+                _write_png(tmp / f"{j:05d}.png", hr_run[i])
+        atomic_write_text(info_path, json.dumps({**record, "stream_bytes": len(stream), "plan": plan}, indent=1))
+    info = json.loads(info_path.read_text())
+    train = FrameSet(clean.name, clean.hr_paths, [folder / "sampled" / f"{j:05d}.png" for j in range(1, len(sampled) + 1)],
+                     scale, clean.fps, lr_kernel, clean.source)
+    run_fs = FrameSet(f"{clean.name}-run", [folder / "run-hr" / f"{j:05d}.png" for j in range(1, len(run) + 1)],
+                      [folder / "run-lr" / f"{j:05d}.png" for j in range(1, len(run) + 1)], scale, plan["fps"],
+                      lr_kernel, clean.source)
+    return train, run_fs, int(info["stream_bytes"]), plan
+
+
+# ---------------------------------------------------------------- a method on the window's stream
+
+def run_manifest(method, data, run_labels, run_ids, chunk_of) -> pd.DataFrame:
+    """How a method trained on ``data`` cuts and routes frames outside it (the VMAF run, with their
+    general-model labels ``run_labels``): its own rules, with the edges and thresholds it learned on
+    ``data`` — Dy-DCA's split thresholds, STDO's bin edges from the training frames — and one model
+    per chunk (and CaFM) by ``chunk_of(frame)``. (The methods route only the frames of their data;
+    this applies the same rules here so that a trained model's cache key, which holds the methods'
+    code, is untouched.)"""
+    from .methods import STDO, DyDCA, PerChunk, fine_grid, whole_frame_manifest
+    from .patches import coarse_to_fine, quantile_bins
+
+    ids = [int(i) for i in run_ids]
+    if isinstance(method, DyDCA):
+        return coarse_to_fine(run_labels, list(data.thresholds_db))
+    if isinstance(method, STDO):  # STDO joint too: the same fine grid (its one model ignores the bin)
+        fine = fine_grid(data)
+        _, edges = quantile_bins(fine.label[fine.split == "train"].to_numpy(), method.k)
+        cells = run_labels[run_labels.level == data.geom.levels - 1]
+        return cells.assign(path=np.searchsorted(edges[:-1], cells.label.to_numpy(), side="left")).reset_index(drop=True)
+    path_of = chunk_of if isinstance(method, PerChunk) else None
+    return whole_frame_manifest(ids, data.frames.lr_hw, path_of)
+
+
+def compute_point(spec: dict) -> dict:
+    """One method on one window's LR stream at one CRF, budget and seed: trained on the decoded
+    sampled frames (``spec["epochs"]``; untrained methods: bicubic, general), scored on the held-out
+    frames (full-frame protocol) and by VMAF on the run, with what a client must receive: the LR
+    stream, the routing maps of every native frame (the sampled frames' mean per frame x the
+    window's frames) and the models as shipped (fp16 and the int8 client's weights, xz-coded)."""
+    from .bench.precision import calibration_batches
+    from .delivery import kbps, shipped_model_bytes
+    from .evaluate import evaluate
+    from .params import PatchParams
+    from .pipeline import cached_labels, patch_data
+    from .registry import make, parse
+    from .scores import full_frame_row
+
+    w, p = spec["window"], PatchParams.pick(spec["patch"])
+    enc = Encoding(spec["codec"], int(spec["crf"]), spec["preset"])
+    train_fs, run_fs, stream_bytes, plan = encoded_window(
+        p.video, w["start_s"], w["length_s"], w["sample_fps"], p.chunk_seconds, p.heldout_every, p.heldout_policy,
+        w["vmaf_run_s"], p.scale, p.lr_kernel, enc, w["crop_multiple"])
+    data = patch_data(p, frames=train_fs)
+    m = make(parse(spec["method"]), p.scale, len(data.chunks), epochs=spec["epochs"], seed=spec["seed"], **spec["suite"])
+    m.prepare(data)
+    held = full_frame_row(m, data, data.heldout_ids)
+    run_ids = list(range(len(run_fs)))
+    run_labels, _ = cached_labels(run_fs, run_ids, data.geom, data.general_net, data.general_info)
+    first_chunk_s = (plan["run"][0] - plan["first"]) / plan["fps"]
+    chunk_of = lambda f: min(int((first_chunk_s + f / plan["fps"]) // p.chunk_seconds), len(data.chunks) - 1)  # noqa: E731
+    man = run_manifest(m, data, run_labels, run_ids, chunk_of)
+    _, _, kept = evaluate(m.upscaler(), run_fs, man, run_ids, m.context, desc=f"{m.name}: VMAF run", keep_frames=run_ids)
+    run = vmaf(np.stack([run_fs.hr(i) for i in run_ids]), np.stack([kept[i] for i in run_ids]), plan["fps"])
+    seconds = plan["n"] / plan["fps"]
+    routing = int(round(m.routing_map_bytes() / len(data.frame_table) * plan["n"]))
+    row = {"start_s": w["start_s"], "length_s": w["length_s"], "codec": enc.codec, "crf": enc.crf, "method": m.name,
+           "epochs": spec["epochs"], "seed": spec["seed"], "frames": plan["n"], "seconds": seconds,
+           "lr_size": f"{train_fs.lr_hw[1]}x{train_fs.lr_hw[0]}", "stream_bytes": stream_bytes,
+           "stream_kbps": kbps(stream_bytes, seconds), "routing_map_bytes": routing, "heldout_frames": len(data.heldout_ids),
+           "psnr_rgb": held["frame_psnr_rgb"], "psnr_y": held["frame_psnr_y"], "ssim_y": held["frame_ssim_y"],
+           "vmaf": run["vmaf"], "vmaf_min": run["vmaf_min"], "vmaf_frames": len(run_ids)}
+    if m.trained:
+        cal = calibration_batches(m, data, data.train_ids, m.context, int(spec["calibration_patches"]), spec["seed"])
+        row.update({"parameters": int(m.describe()["parameters"]),
+                    "fp16_xz_bytes": shipped_model_bytes(m, "fp16", "lzma"),
+                    "int8_xz_bytes": shipped_model_bytes(m, "int8", "lzma", cal),
+                    "train_seconds": getattr(m, "train_info", {}).get("train_seconds")})
+    else:  # bicubic needs nothing; the general model is installed with the client, not streamed
+        row.update({"parameters": 0, "fp16_xz_bytes": 0, "int8_xz_bytes": 0, "train_seconds": 0.0})
+    return {"row": row}

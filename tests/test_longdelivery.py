@@ -62,3 +62,61 @@ def test_anchors_order_by_crf_in_bytes_psnr_and_vmaf(six_seconds):
     assert lossless["vmaf"] >= good["vmaf"] > bad["vmaf"] + 10
     assert good["frames"] == 40 and good["heldout_frames"] == 4 and good["vmaf_frames"] == 10
     assert good["stream_kbps"] == pytest.approx(8 * good["stream_bytes"] / 4.0 / 1000)
+
+
+def point_spec(video, method, **changes):
+    from dydca_lib.comparison import suite_kwargs
+    from dydca_lib.params import PatchParams
+
+    from .test_cells import TINY
+
+    params = {**TINY, "video": str(video), "scale": 2, "heldout_every": 5, "joint_k": 2, "joint_shares": [],
+              "model_blocks": 1, "model_feats": 16, "model_expansion": 2, "path_blocks": [1, 0], "batch_size": 4,
+              "learning_rate": 1e-3, "context": 1}
+    return {"patch": PatchParams.pick(params).asdict(), "suite": suite_kwargs(params, per_run=False),
+            "window": {"start_s": 1.0, "length_s": 4.0, "sample_fps": 5.0, "vmaf_run_s": 1.0, "crop_multiple": 2},
+            "codec": "x264", "crf": 30, "preset": "ultrafast", "method": method, "epochs": 0.2, "seed": 0,
+            "calibration_patches": 8, **changes}
+
+
+def test_a_point_streams_the_whole_window_and_scores_held_out_frames_and_the_run(tmp_root, six_seconds):
+    rows = {m: L.compute_point(point_spec(six_seconds, m))["row"] for m in ["bicubic", "per_video", "per_chunk", "stdo",
+                                                                           "dydca"]}
+    stream = {r["stream_bytes"] for r in rows.values()}
+    assert len(stream) == 1 and stream.pop() > 0  # one LR stream, whatever upscales it
+    for name, r in rows.items():
+        assert r["frames"] == 40 and r["vmaf_frames"] == 10 and r["heldout_frames"] == 4
+        assert 0 < r["vmaf"] <= 100 and r["psnr_y"] > 20
+    assert rows["bicubic"]["int8_xz_bytes"] == rows["bicubic"]["fp16_xz_bytes"] == 0
+    per_chunk, per_video = rows["per_chunk"], rows["per_video"]
+    assert 0 < per_video["int8_xz_bytes"] < per_video["fp16_xz_bytes"]  # (a body block: int8 weights outweigh the fp32 skip conv)
+    assert per_chunk["fp16_xz_bytes"] > 3 * per_video["fp16_xz_bytes"]  # 4 chunk models vs 1
+    assert rows["dydca"]["routing_map_bytes"] > 0 and rows["stdo"]["routing_map_bytes"] > 0
+    assert per_video["routing_map_bytes"] == 0
+    # the decoded frames are cached once per window and encoding
+    folders = list((tmp_root / "data" / "frames" / "encoded-windows").iterdir())
+    assert len(folders) == 1 and len(list((folders[0] / "sampled").glob("*.png"))) == 20
+
+
+def test_the_run_is_routed_by_the_rules_learned_on_the_window(tmp_root, six_seconds):
+    from dydca_lib.pipeline import cached_labels, patch_data
+    from dydca_lib.params import PatchParams
+    from dydca_lib.registry import make, parse
+
+    spec = point_spec(six_seconds, "dydca")
+    p = PatchParams.pick(spec["patch"])
+    train, run, _, plan = L.encoded_window(p.video, 1.0, 4.0, 5.0, p.chunk_seconds, p.heldout_every, p.heldout_policy,
+                                           1.0, 2, p.lr_kernel, C.Encoding("x264", 30, "ultrafast"), 2)
+    data = patch_data(p, frames=train)
+    labels, _ = cached_labels(run, range(len(run)), data.geom, data.general_net, data.general_info)
+    for ref in ["dydca", "stdo", "per_chunk", "per_video"]:
+        m = make(parse(ref), 2, len(data.chunks), epochs=0.2, seed=0, **spec["suite"])
+        m.data = data  # routing needs no training
+        man = L.run_manifest(m, data, labels, range(len(run)), lambda f: 2)
+        assert set(man.frame) == set(range(len(run)))
+        if ref == "dydca":  # the window's thresholds: patch sizes the model has paths for
+            assert set(zip(man.h, man.w)) <= set(data.routing)
+        if ref == "stdo":
+            assert set(man.path) <= {0, 1}
+        if ref == "per_chunk":  # the run lies in chunk 2 of 4
+            assert set(man.path) == {2}
