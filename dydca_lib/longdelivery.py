@@ -16,6 +16,8 @@ measured rather than extrapolated. A window is the one notebook 07 trains on (``
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -246,6 +248,45 @@ def compute_point(spec: dict) -> dict:
                     "fp16_xz_bytes": shipped_model_bytes(m, "fp16", "lzma"),
                     "int8_xz_bytes": shipped_model_bytes(m, "int8", "lzma", cal),
                     "train_seconds": getattr(m, "train_info", {}).get("train_seconds")})
+        if spec.get("int8_runtime"):
+            row.update(int8_scores(m, data, run_fs, man, cal, spec["int8_runtime"], plan["fps"]))
     else:  # bicubic needs nothing; the general model is installed with the client, not streamed
         row.update({"parameters": 0, "fp16_xz_bytes": 0, "int8_xz_bytes": 0, "train_seconds": 0.0})
     return {"row": row}
+
+
+def int8_scores(method, data, run_fs, run_man, calibration: dict, runtime: str, fps: float, threads: int = 2) -> dict:
+    """The same held-out frames and VMAF run through the int8 client (``runtime``, e.g. ``tvm_int8``:
+    the bundle of :func:`dydca_lib.client.bundle.export_bundle`, the weights whose bytes are
+    ``int8_xz_bytes``), so the int8 rows' quality is that of the bytes they count."""
+    import tempfile
+
+    from .client.bundle import export_bundle
+    from .client.engines import make_engine
+    from .client.plan import plans_from_manifest
+    from .client.runtimes import precision_of, unsupported_reason
+    from .evaluate import evaluate, frame_protocol
+
+    if precision_of(runtime) != "int8":
+        raise ValueError(f"int8_runtime {runtime!r} does not compute in int8")
+    why = unsupported_reason(runtime)
+    if why:
+        raise RuntimeError(f"{why}: pick another int8_runtime (e.g. onnxruntime_int8)")
+    held_ids, run_ids = [int(i) for i in data.heldout_ids], sorted(int(i) for i in run_man.frame.unique())
+    held_man = method.frame_manifest(held_ids)
+    plans = {**plans_from_manifest(held_man, held_ids),  # every patch shape the client will see (run ids offset)
+             **{10 ** 6 + k: v for k, v in plans_from_manifest(run_man, run_ids).items()}}
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = export_bundle(method.units(), runtime, Path(tmp), scale=data.frames.scale, context=method.context,
+                               plans=plans, calibration=calibration, tuned=False)
+        engine = make_engine(bundle, threads)
+        for u in method.units():
+            engine.load(u)
+        _, per_frame, _ = evaluate(engine.run, data.frames, held_man, held_ids, method.context,
+                                   desc=f"{method.name}: {runtime} full-frame")
+        _, _, kept = evaluate(engine.run, run_fs, run_man, run_ids, method.context, desc=f"{method.name}: {runtime} run",
+                              keep_frames=run_ids)
+    f = frame_protocol(per_frame)
+    v = vmaf(np.stack([run_fs.hr(i) for i in run_ids]), np.stack([kept[i] for i in run_ids]), fps)
+    return {"int8_runtime": runtime, "int8_psnr_rgb": f.psnr_rgb, "int8_psnr_y": f.psnr_y, "int8_ssim_y": f.ssim_y,
+            "int8_vmaf": v["vmaf"]}

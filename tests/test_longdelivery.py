@@ -93,6 +93,7 @@ def test_a_point_streams_the_whole_window_and_scores_held_out_frames_and_the_run
     assert per_chunk["fp16_xz_bytes"] > 3 * per_video["fp16_xz_bytes"]  # 4 chunk models vs 1
     assert rows["dydca"]["routing_map_bytes"] > 0 and rows["stdo"]["routing_map_bytes"] > 0
     assert per_video["routing_map_bytes"] == 0
+    assert "int8_psnr_y" not in per_video  # no int8 client asked for
     # the decoded frames are cached once per window and encoding
     folders = list((tmp_root / "data" / "frames" / "encoded-windows").iterdir())
     assert len(folders) == 1 and len(list((folders[0] / "sampled").glob("*.png"))) == 20
@@ -120,3 +121,17 @@ def test_the_run_is_routed_by_the_rules_learned_on_the_window(tmp_root, six_seco
             assert set(man.path) <= {0, 1}
         if ref == "per_chunk":  # the run lies in chunk 2 of 4
             assert set(man.path) == {2}
+
+
+def test_int8_rows_are_scored_through_the_int8_client(tmp_root, six_seconds):
+    from dydca_lib.client.runtimes import unsupported_reason
+
+    if unsupported_reason("tvm_int8"):
+        pytest.skip(unsupported_reason("tvm_int8"))
+    for method in ["per_chunk", "dydca"]:
+        r = L.compute_point(point_spec(six_seconds, method, int8_runtime="tvm_int8"))["row"]
+        assert r["int8_runtime"] == "tvm_int8"
+        assert abs(r["int8_psnr_y"] - r["psnr_y"]) < 1.0  # int8 rounding, not another picture
+        assert abs(r["int8_vmaf"] - r["vmaf"]) < 5 and r["int8_ssim_y"] > 0
+    with pytest.raises(ValueError, match="does not compute in int8"):
+        L.compute_point(point_spec(six_seconds, "per_video", int8_runtime="torch_batched"))
