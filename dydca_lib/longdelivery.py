@@ -206,10 +206,13 @@ def run_manifest(method, data, run_labels, run_ids, chunk_of) -> pd.DataFrame:
 
 def compute_point(spec: dict) -> dict:
     """One method on one window's LR stream at one CRF, budget and seed: trained on the decoded
-    sampled frames (``spec["epochs"]``; untrained methods: bicubic, general), scored on the held-out
-    frames (full-frame protocol) and by VMAF on the run, with what a client must receive: the LR
-    stream, the routing maps of every native frame (the sampled frames' mean per frame x the
-    window's frames) and the models as shipped (fp16 and the int8 client's weights, xz-coded)."""
+    sampled frames (``spec["epochs"]``; untrained methods: bicubic, general), with what a client
+    must receive — the LR stream, the routing maps of every native frame (the sampled frames' mean
+    per frame x the window's frames) and the models as shipped (``fp16_xz_bytes``: fp16 weights;
+    ``int8_xz_bytes``: the int8 client's; both xz-coded) — and the quality of the client that runs
+    those bytes: ``psnr_*``, ``ssim_y`` (held-out frames, full-frame protocol) and ``vmaf`` (the run)
+    of the fp16 client (the folded weights rounded to fp16, fp32 arithmetic), and with
+    ``int8_runtime`` the same through the int8 client (``int8_*``)."""
     from .bench.precision import calibration_batches
     from .delivery import kbps, shipped_model_bytes
     from .evaluate import evaluate
@@ -226,12 +229,21 @@ def compute_point(spec: dict) -> dict:
     data = patch_data(p, frames=train_fs)
     m = make(parse(spec["method"]), p.scale, len(data.chunks), epochs=spec["epochs"], seed=spec["seed"], **spec["suite"])
     m.prepare(data)
-    held = full_frame_row(m, data, data.heldout_ids)
+    ship, int8 = {"parameters": 0, "fp16_xz_bytes": 0, "int8_xz_bytes": 0, "train_seconds": 0.0}, {}
     run_ids = list(range(len(run_fs)))
     run_labels, _ = cached_labels(run_fs, run_ids, data.geom, data.general_net, data.general_info)
     first_chunk_s = (plan["run"][0] - plan["first"]) / plan["fps"]
     chunk_of = lambda f: min(int((first_chunk_s + f / plan["fps"]) // p.chunk_seconds), len(data.chunks) - 1)  # noqa: E731
     man = run_manifest(m, data, run_labels, run_ids, chunk_of)
+    if m.trained:  # bicubic needs nothing; the general model is installed with the client, not streamed
+        cal = calibration_batches(m, data, data.train_ids, m.context, int(spec["calibration_patches"]), spec["seed"])
+        ship = {"parameters": int(m.describe()["parameters"]), "fp16_xz_bytes": shipped_model_bytes(m, "fp16", "lzma"),
+                "int8_xz_bytes": shipped_model_bytes(m, "int8", "lzma", cal),
+                "train_seconds": getattr(m, "train_info", {}).get("train_seconds")}
+        if spec.get("int8_runtime"):
+            int8 = int8_scores(m, data, run_fs, man, cal, spec["int8_runtime"], plan["fps"])
+        with_fp16_weights(m)  # from here on the method is the fp16 client: the bytes fp16_xz_bytes counts
+    held = full_frame_row(m, data, data.heldout_ids)
     _, _, kept = evaluate(m.upscaler(), run_fs, man, run_ids, m.context, desc=f"{m.name}: VMAF run", keep_frames=run_ids)
     run = vmaf(np.stack([run_fs.hr(i) for i in run_ids]), np.stack([kept[i] for i in run_ids]), plan["fps"])
     seconds = plan["n"] / plan["fps"]
@@ -241,18 +253,24 @@ def compute_point(spec: dict) -> dict:
            "lr_size": f"{train_fs.lr_hw[1]}x{train_fs.lr_hw[0]}", "stream_bytes": stream_bytes,
            "stream_kbps": kbps(stream_bytes, seconds), "routing_map_bytes": routing, "heldout_frames": len(data.heldout_ids),
            "psnr_rgb": held["frame_psnr_rgb"], "psnr_y": held["frame_psnr_y"], "ssim_y": held["frame_ssim_y"],
-           "vmaf": run["vmaf"], "vmaf_min": run["vmaf_min"], "vmaf_frames": len(run_ids)}
-    if m.trained:
-        cal = calibration_batches(m, data, data.train_ids, m.context, int(spec["calibration_patches"]), spec["seed"])
-        row.update({"parameters": int(m.describe()["parameters"]),
-                    "fp16_xz_bytes": shipped_model_bytes(m, "fp16", "lzma"),
-                    "int8_xz_bytes": shipped_model_bytes(m, "int8", "lzma", cal),
-                    "train_seconds": getattr(m, "train_info", {}).get("train_seconds")})
-        if spec.get("int8_runtime"):
-            row.update(int8_scores(m, data, run_fs, man, cal, spec["int8_runtime"], plan["fps"]))
-    else:  # bicubic needs nothing; the general model is installed with the client, not streamed
-        row.update({"parameters": 0, "fp16_xz_bytes": 0, "int8_xz_bytes": 0, "train_seconds": 0.0})
+           "vmaf": run["vmaf"], "vmaf_min": run["vmaf_min"], "vmaf_frames": len(run_ids), **ship, **int8}
     return {"row": row}
+
+
+def with_fp16_weights(method) -> None:
+    """Make a prepared method's models what an fp16 client holds: weight norm folded, every weight
+    and bias rounded to fp16 (computed in fp32). In place, on the method's loaded copies (the cached
+    checkpoints are untouched)."""
+    import torch
+
+    from .models import fold_weight_norm
+
+    for k, model in method._models.items():  # the methods' trained networks (Method keeps them here)
+        plain = fold_weight_norm(model).eval()
+        with torch.no_grad():
+            for t in plain.parameters():
+                t.copy_(t.half().float())
+        method._models[k] = plain
 
 
 def int8_scores(method, data, run_fs, run_man, calibration: dict, runtime: str, fps: float, threads: int = 2) -> dict:

@@ -80,14 +80,16 @@ def point_spec(video, method, **changes):
 
 
 def test_a_point_streams_the_whole_window_and_scores_held_out_frames_and_the_run(tmp_root, six_seconds):
-    rows = {m: L.compute_point(point_spec(six_seconds, m))["row"] for m in ["bicubic", "per_video", "per_chunk", "stdo",
-                                                                           "dydca"]}
+    rows = {m: L.compute_point(point_spec(six_seconds, m))["row"]
+            for m in ["bicubic", "general", "per_video", "per_chunk", "cafm", "stdo", "stdo_joint", "dydca"]}
     stream = {r["stream_bytes"] for r in rows.values()}
     assert len(stream) == 1 and stream.pop() > 0  # one LR stream, whatever upscales it
     for name, r in rows.items():
         assert r["frames"] == 40 and r["vmaf_frames"] == 10 and r["heldout_frames"] == 4
         assert 0 < r["vmaf"] <= 100 and r["psnr_y"] > 20
-    assert rows["bicubic"]["int8_xz_bytes"] == rows["bicubic"]["fp16_xz_bytes"] == 0
+    for untrained in ("bicubic", "general"):  # general: installed with the client
+        assert rows[untrained]["int8_xz_bytes"] == rows[untrained]["fp16_xz_bytes"] == 0
+    assert rows["per_video"]["fp16_xz_bytes"] < rows["cafm"]["fp16_xz_bytes"] < rows["per_chunk"]["fp16_xz_bytes"]
     per_chunk, per_video = rows["per_chunk"], rows["per_video"]
     assert 0 < per_video["int8_xz_bytes"] < per_video["fp16_xz_bytes"]  # (a body block: int8 weights outweigh the fp32 skip conv)
     assert per_chunk["fp16_xz_bytes"] > 3 * per_video["fp16_xz_bytes"]  # 4 chunk models vs 1
