@@ -117,24 +117,30 @@ def summary(final: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def gaps(summ: pd.DataFrame, metric: str = "frame_psnr_rgb") -> pd.DataFrame:
-    """Dy-DCA minus every other method at each window length (Dy-DCA under the equal rule against
-    each rule of the other), the spread of the difference (sqrt of the two variances) and its
-    reading: a tie within twice the spread."""
+def gaps(summ: pd.DataFrame, final: pd.DataFrame, metric: str = "frame_psnr_rgb") -> pd.DataFrame:
+    """Dy-DCA (equal budget) minus every other method and rule at each window length, paired: the
+    difference on the same window start and seed, its mean over the pairs and the sample std of the
+    differences (the spread: a scene that is harder for every method cancels in the pair, where
+    each method's own std over starts would hold it), read as a tie within twice the spread.
+    ``final``: the runs at each method's last budget (:func:`final_runs`); ``summ``
+    (:func:`summary`): the bytes each method ships at that length."""
     rows = []
-    for length, g in summ.groupby("length_s", sort=True):
-        dy = g[(g.method == "Dy-DCA") & (g.rule == "equal")]
-        if dy.empty:
+    pair = ["length_s", "start_s", "seed"]
+    dy = final[(final.method == "Dy-DCA") & (final.rule == "equal")].set_index(pair)[metric]
+    others = final[final.method != "Dy-DCA"]
+    size = summ.set_index(["length_s", "method", "rule"])
+    for (length, method, rule), g in others.groupby(["length_s", "method", "rule"], sort=False):
+        d = (dy - g.set_index(pair)[metric]).dropna()
+        if d.empty:
             continue
-        dy = dy.iloc[0]
-        for _, o in g[g.method != "Dy-DCA"].iterrows():
-            gap = float(dy[metric] - o[metric])
-            spread = math.sqrt(dy[f"{metric}_std"] ** 2 + o[f"{metric}_std"] ** 2)
-            rows.append({"length_s": length, "vs": o.method, "rule": o.rule, "dydca_minus_other_db": round(gap, 3),
-                         "two_spreads_db": round(2 * spread, 3) if not math.isnan(spread) else float("nan"),
-                         "reading": reading(gap, spread), "dydca_bytes": int(dy.model_bytes + dy.routing_map_bytes),
-                         "other_bytes": int(o.model_bytes + o.routing_map_bytes)})
-    return pd.DataFrame(rows)
+        gap, spread = float(d.mean()), float(d.std(ddof=1)) if len(d) > 1 else float("nan")
+        mine, theirs = size.loc[(length, "Dy-DCA", "equal")], size.loc[(length, method, rule)]
+        rows.append({"length_s": length, "vs": method, "rule": rule, "pairs": len(d), "dydca_minus_other_db": round(gap, 3),
+                     "two_spreads_db": round(2 * spread, 3) if not math.isnan(spread) else float("nan"),
+                     "reading": reading(gap, spread), "dydca_bytes": int(mine.model_bytes + mine.routing_map_bytes),
+                     "other_bytes": int(theirs.model_bytes + theirs.routing_map_bytes)})
+    out = pd.DataFrame(rows)
+    return out.sort_values("length_s", kind="stable").reset_index(drop=True) if len(out) else out
 
 
 def crossover(summ: pd.DataFrame, metric: str = "frame_psnr_rgb") -> pd.DataFrame:

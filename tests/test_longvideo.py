@@ -96,12 +96,36 @@ def test_tables_find_where_one_model_per_video_falls_behind(monkeypatch):
     assert cross.loc["equal", "per_video_falls_below_at_s"] == 45.0
     assert cross.loc["equal", "per_video_minus_per_chunk_db"] == [1.0, -2.0]
     assert np.isnan(cross.loc["paper", "per_video_falls_below_at_s"])  # the paper rule ran only on 5 s windows
-    gaps = LV.gaps(summ).set_index(["length_s", "vs", "rule"])
+    gaps = LV.gaps(summ, LV.final_runs(runs)).set_index(["length_s", "vs", "rule"])
     assert gaps.loc[(45.0, "one model per video", "equal"), "reading"] == "Dy-DCA better"
     assert gaps.loc[(5.0, "one model per video", "equal"), "dydca_minus_other_db"] == -0.5
-    text = LV.verdict(summ, LV.gaps(summ), LV.crossover(summ), LV.plateaus(runs, 0.1))
+    text = LV.verdict(summ, LV.gaps(summ, LV.final_runs(runs)), LV.crossover(summ), LV.plateaus(runs, 0.1))
     assert "falls below one model per chunk (equal budget) from 45 s windows" in text
     assert "had not reached the plateau" in text  # one budget only: nothing says a plateau was reached
+
+
+def test_gaps_are_paired_so_a_harder_scene_does_not_hide_a_difference(monkeypatch):
+    """Two window starts 10 dB apart (a hard and an easy scene) and Dy-DCA 0.3 dB above one model per
+    video on each start and seed (seed noise 0.05 dB): each method's std over the runs is ~5 dB, the
+    paired differences' ~0.05 dB, so the gap reads as a difference, not a tie."""
+    def run(spec, epochs, store=None):
+        w, m = spec["window"], spec["method"]
+        psnr = 30 + 10 * (w["start_s"] > 0) + (0.3 if m == "Dy-DCA" else 0.0) + 0.05 * spec["seed"] * (m == "Dy-DCA")
+        return {"method": m, "rule": spec["rule"], "seed": spec["seed"], "epochs": epochs, "model_epochs": epochs,
+                "start_s": w["start_s"], "length_s": w["length_s"], "models": 1, "parameters": 100, "model_bytes": 400,
+                "routing_map_bytes": 0, "gflop_per_frame": 1.0, "train_seconds": 1.0, "frame_psnr_rgb": psnr,
+                "frame_psnr_y": 0.0, "frame_ssim_y": 0.0}
+
+    monkeypatch.setattr(LV, "run", run)
+    two_starts = [{**s, "window": {**s["window"], "start_s": t}} for s in specs(methods=("one model per video", "Dy-DCA"),
+                                                                           lengths=(5.0,)) for t in (0.0, 60.0)]
+    runs = LV.to_plateau(two_starts, 1.0, 1.0, 0.1)
+    final = LV.final_runs(runs)
+    summ = LV.summary(final)
+    assert (summ.frame_psnr_rgb_std > 5).all()  # the scenes dominate each method's spread
+    g = LV.gaps(summ, final).iloc[0]
+    assert g.pairs == 4 and g.dydca_minus_other_db == pytest.approx(0.325) and g.two_spreads_db < 0.1
+    assert g.reading == "Dy-DCA better"
 
 
 def test_one_run_trains_and_scores_a_window(tmp_root, synthetic_video):
