@@ -32,7 +32,8 @@ from .paths import data_dir
 KINDS = {"comparison": "dydca_lib.comparison:compute_cell",  # notebook 04
          "budget": "dydca_lib.budget:compute_cell",  # notebook 04b
          "ratequality": "dydca_lib.delivery:compute_point", "anchor": "dydca_lib.delivery:compute_anchor",  # notebook 08
-         "longvideo": "dydca_lib.window_runs:compute_cell"}  # notebook 07
+         "longvideo": "dydca_lib.window_runs:compute_cell",  # notebook 07
+         "longanchor": "dydca_lib.longdelivery:compute_anchor", "longpoint": "dydca_lib.longdelivery:compute_point"}  # 08b
 
 
 def _dumps(obj) -> str:

@@ -397,3 +397,29 @@ def long_video(summ: pd.DataFrame, gap_table: pd.DataFrame, metric: str = "frame
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def long_delivery(curve: pd.DataFrame, anchors: pd.DataFrame, title: str = ""):
+    """Notebook 08b, one window: rate (kbit/s, log) vs Y-PSNR and vs VMAF, one curve per method x
+    shipped dtype x LR codec (solid: fp16, dashed: int8) and per HR anchor codec (black)."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6))
+    colors = method_colors(curve.method.unique())
+    for ax, q, label in ((axes[0], "psnr_y", "held-out Y-PSNR (dB)"), (axes[1], "vmaf", "VMAF (run of frames)")):
+        for (method, dtype, codec), g in curve.groupby(["method", "model_dtype", "codec"], sort=False):
+            if g.parameters.iloc[0] == 0 and dtype != curve.model_dtype.iloc[0]:
+                continue  # bicubic / general: no model bytes, one curve
+            g = g.sort_values("kbps")
+            ax.plot(g.kbps, g[q], "--" if dtype == "int8" else "-", marker="o", ms=3, color=colors[method],
+                    label=f"{method} ({codec}{'' if g.parameters.iloc[0] == 0 else ', ' + dtype})")
+        for (codec, ls) in zip(sorted(anchors.codec.unique()), ["-", ":", "-."]):
+            a = anchors[anchors.codec == codec].sort_values("stream_kbps")
+            if codec != "none":
+                ax.plot(a.stream_kbps, a[q], ls, marker="s", ms=3, color="k", label=f"HR {codec}")
+        ax.set_xscale("log")
+        ax.set_xlabel("rate over the window (kbit/s): stream + routing maps + models")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -308,3 +308,172 @@ def int8_scores(method, data, run_fs, run_man, calibration: dict, runtime: str, 
     v = vmaf(np.stack([run_fs.hr(i) for i in run_ids]), np.stack([kept[i] for i in run_ids]), fps)
     return {"int8_runtime": runtime, "int8_psnr_rgb": f.psnr_rgb, "int8_psnr_y": f.psnr_y, "int8_ssim_y": f.ssim_y,
             "int8_vmaf": v["vmaf"]}
+
+
+# ---------------------------------------------------------------- the study: cells, plateau, curves, verdict
+
+SHIPPED = {"fp16": ("fp16_xz_bytes", ""), "int8": ("int8_xz_bytes", "int8_")}  # dtype: (bytes column, quality prefix)
+
+
+def window_label(video, start_s: float, length_s: float) -> str:
+    return f"{video} {start_s:g}+{length_s:g} s"
+
+
+def _windows(params: dict) -> list[dict]:
+    if not params["lengths_s"] or not params["starts_s"]:
+        raise ValueError("long delivery: give at least one window length and one window start")
+    return [{"start_s": float(s), "length_s": float(n), "sample_fps": float(params["sample_fps"]),
+             "vmaf_run_s": float(params["vmaf_run_s"]), "crop_multiple": int(params["crop_multiple"])}
+            for n in params["lengths_s"] for s in params["starts_s"]]
+
+
+def anchor_specs(params: dict) -> list[dict]:
+    """The HR anchors of every window: the YUV 4:2:0 conversion alone, then each anchor codec x CRF."""
+    from .params import PatchParams
+
+    p, out = PatchParams.pick(params), []
+    for w in _windows(params):
+        base = {"video": str(p.video), **{k: w[k] for k in ("start_s", "length_s", "sample_fps", "vmaf_run_s",
+                                                             "crop_multiple")},
+                "chunk_seconds": float(p.chunk_seconds), "heldout_every": int(p.heldout_every),
+                "heldout_policy": p.heldout_policy, "scale": int(p.scale), "preset": params["preset"]}
+        out.append({**base, "codec": None, "crf": None})
+        out += [{**base, "codec": c, "crf": int(q)} for c in params["anchor_codecs"] for q in params["crfs"]]
+    return out
+
+
+def point_specs(params: dict) -> list[dict]:
+    """Every (window, LR codec, CRF, method, seed) point, without a budget (the plateau loop sets it)."""
+    from .comparison import suite_kwargs
+    from .params import PatchParams
+    from .registry import parse
+
+    patch = PatchParams.pick(params).asdict()
+    suite = suite_kwargs(params, per_run=False)
+    refs = [parse(m, {"stdo": params["stdo_k"], "stdo_joint": params["joint_k"]}).name for m in params["methods"]]
+    return [{"patch": patch, "suite": suite, "window": w, "codec": c, "crf": int(q), "preset": params["preset"],
+             "method": ref, "seed": int(seed), "calibration_patches": int(params["calibration_patches"]),
+             "int8_runtime": resolve_int8_runtime(params["int8_runtime"])}
+            for w in _windows(params) for c in params["lr_codecs"] for q in params["crfs"] for ref in refs
+            for seed in params["seeds"]]
+
+
+def anchor_cell(spec: dict, store=None) -> dict:
+    from .cells import run_cell
+
+    return run_cell("longanchor", spec, store=store)["row"]
+
+
+def point_run(spec: dict, epochs: float, store=None) -> dict:
+    from .cells import run_cell
+
+    return run_cell("longpoint", {**spec, "epochs": float(epochs)}, store=store)["row"]
+
+
+def points_to_plateau(specs: list[dict], epochs0: float, cap: float, tol_db: float, store=None, progress=None) -> pd.DataFrame:
+    """Every point at each budget until its plateau (notebook 07's rule, on held-out RGB PSNR, mean
+    over seeds): per (window, LR codec, CRF, method). Untrained methods (bicubic, the general model)
+    run once."""
+    from .longvideo import to_plateau
+    from .registry import parse
+
+    trained = [s for s in specs if parse(s["method"]).entry.trained]
+    fixed = [s for s in specs if not parse(s["method"]).entry.trained and s["seed"] == specs[0]["seed"]]
+    runs = to_plateau(trained, epochs0, cap, tol_db, store, progress, run_fn=point_run, metric="psnr_rgb",
+                      group_of=lambda s: (s["window"]["start_s"], s["window"]["length_s"], s["codec"], s["crf"], s["method"]))
+    once = pd.DataFrame([{**point_run(s, 0.0, store), "budget_step": 0} for s in fixed])
+    return pd.concat([once, runs], ignore_index=True) if len(once) else runs
+
+
+def final_points(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each point at its last (plateau or cap) budget, averaged over seeds."""
+    keys = ["start_s", "length_s", "codec", "crf", "method"]
+    last = runs.groupby(keys, sort=False).epochs.transform("max")
+    final = runs[runs.epochs == last]
+    num = final.select_dtypes("number").columns.difference(keys + ["seed"])
+    out = final.groupby(keys, sort=False)[list(num)].mean()
+    out["seeds"] = final.groupby(keys, sort=False).seed.nunique()
+    for col in ("int8_runtime", "lr_size"):
+        if col in final:
+            out[col] = final.groupby(keys, sort=False)[col].first()
+    out = out.reset_index()
+    return out[[c for c in runs.columns if c in out.columns and c != "seed"] + ["seeds"]]  # the runs' column order
+
+
+def curves(points: pd.DataFrame, video: str) -> pd.DataFrame:
+    """One rate–quality point per (window, method, LR codec, CRF, shipped dtype): ``kbps`` = the LR
+    stream + every native frame's routing map + the models as shipped (xz-coded), over the window —
+    measured on it, no extrapolation; quality of the client that runs those bytes (``int8`` rows: the
+    int8 client's). In :mod:`dydca_lib.delivery`'s layout (``video`` = the window), so its BD-rate
+    and verdict apply."""
+    from .delivery import kbps
+
+    rows = []
+    for r in points.to_dict("records"):
+        for dtype, (col, q) in SHIPPED.items():
+            if r["parameters"] and f"{q}psnr_y" not in r or (q and pd.isna(r.get(f"{q}psnr_y"))):
+                continue  # no int8 client was run for this point
+            model_bytes = int(r[col])
+            rows.append({"video": window_label(video, r["start_s"], r["length_s"]), "start_s": r["start_s"],
+                         "length_s": r["length_s"], "method": r["method"], "codec": r["codec"], "crf": r["crf"],
+                         "model_dtype": dtype, "parameters": r["parameters"], "seconds": r["seconds"],
+                         "delivered_s": r["seconds"], "stream_bytes": r["stream_bytes"], "model_bytes": model_bytes,
+                         "routing_map_bytes": r["routing_map_bytes"],
+                         "kbps": kbps(r["stream_bytes"] + model_bytes + r["routing_map_bytes"], r["seconds"]),
+                         "model_kbps": kbps(model_bytes, r["seconds"]),
+                         **{m: r[f"{q}{m}"] if r["parameters"] else r[m] for m in ("psnr_y", "psnr_rgb", "ssim_y", "vmaf")}})
+    return pd.DataFrame(rows)
+
+
+def anchor_table(anchors: pd.DataFrame, video: str) -> pd.DataFrame:
+    """The anchors in :mod:`dydca_lib.delivery`'s layout (``video`` = the window)."""
+    return anchors.assign(video=[window_label(video, s, n) for s, n in zip(anchors.start_s, anchors.length_s)])
+
+
+def bd_tables(curve: pd.DataFrame, anchors: pd.DataFrame) -> pd.DataFrame:
+    """BD-rate / BD-quality of every curve against each HR anchor, by Y-PSNR and by VMAF (the
+    overlap ranges stated), from :func:`dydca_lib.delivery.bd_table`."""
+    from .delivery import bd_table
+
+    out = []
+    for q in ("psnr_y", "vmaf"):
+        t = bd_table(curve, anchors, quality=q).rename(columns={"bd_psnr_db": "bd_quality"})
+        out.append(t.assign(quality=q))
+    return pd.concat(out, ignore_index=True).drop(columns="delivered_s")
+
+
+def final_sentence(curve: pd.DataFrame, anchors: pd.DataFrame, method: str = "Dy-DCA", dtype: str = "int8",
+                   anchor: str = "x265") -> str:
+    """Where ``method`` (its ``dtype`` model bytes counted) beats the ``anchor`` HR stream at equal
+    VMAF and Y-PSNR: per window the rates at which its curve lies above the anchor's under both."""
+    from .delivery import _intersect, _ranges_text, winning_rates
+
+    parts = []
+    for video, g in curve[(curve.method == method) & (curve.model_dtype == dtype)].groupby("video", sort=False):
+        a = anchors[(anchors.video == video) & (anchors.codec == anchor)].assign(kbps=lambda d: d.stream_kbps)
+        if a.empty:
+            continue
+        best = []
+        for codec, test in g.groupby("codec", sort=False):
+            both = _intersect([winning_rates(a, test, "psnr_y"), winning_rates(a, test, "vmaf")])
+            if both:
+                best.append(f"with {codec} LR streams at {_ranges_text(both)}")
+        parts.append(f"{video}: " + ("; ".join(best) if best else "at no rate within the range both curves span"))
+    if not parts:
+        return f"No {method} {dtype} curve and {anchor} anchor share a window."
+    return (f"{method}, its {dtype} model bytes counted, beats HR {anchor} at equal VMAF and Y-PSNR — "
+            + "; ".join(parts) + ".")
+
+
+def resolve_int8_runtime(name: str) -> str | None:
+    """``auto``: the first int8 client this CPU runs (``tvm_int8``, else ``onnxruntime_int8``; None
+    without VNNI/AMX); ``""``: none; else the runtime named (checked)."""
+    from .client.runtimes import precision_of, unsupported_reason
+
+    if not name:
+        return None
+    if name == "auto":
+        return next((r for r in ("tvm_int8", "onnxruntime_int8") if unsupported_reason(r) is None), None)
+    if precision_of(name) != "int8":
+        raise ValueError(f"int8_runtime {name!r} does not compute in int8")
+    return name

@@ -64,23 +64,28 @@ def run(spec: dict, epochs: float, store=None) -> dict:
     return run_cell("longvideo", {**spec, "epochs": float(epochs)}, store=store)["row"]
 
 
-def to_plateau(specs: list[dict], epochs0: float, cap: float, tol_db: float, store=None, progress=None) -> pd.DataFrame:
+def to_plateau(specs: list[dict], epochs0: float, cap: float, tol_db: float, store=None, progress=None, *,
+               run_fn=None, group_of=None, metric: str = "frame_psnr_rgb") -> pd.DataFrame:
     """Every budget run for ``specs`` (:func:`base_specs`): per (window, method, rule) all its seeds
-    at ``epochs0``, ``2 x epochs0``, ... until the mean held-out PSNR (RGB) of the last doubling
-    gains less than ``tol_db`` or the budget would pass ``cap``. One row per run, ``budget_step``
-    counting the doublings."""
+    at ``epochs0``, ``2 x epochs0``, ... until the mean held-out PSNR (``metric``) of the last
+    doubling gains less than ``tol_db`` or the budget would pass ``cap``. One row per run,
+    ``budget_step`` counting the doublings. ``run_fn(spec, epochs, store)`` and ``group_of(spec)``
+    (the specs whose seeds are averaged) default to notebook 07's runs and groups; the delivery
+    study passes its own (:mod:`dydca_lib.longdelivery`)."""
     if not 0 < epochs0 <= cap:
         raise ValueError(f"need 0 < epochs0 <= cap, got {epochs0} and {cap}")
+    run_fn = run_fn or (lambda s, e, st: run(s, e, st))  # looked up at call time (tests replace ``run``)
+    group_of = group_of or (lambda s: (s["window"]["start_s"], s["window"]["length_s"], s["method"], s["rule"]))
     groups: dict[tuple, list[dict]] = {}
     for s in specs:
-        groups.setdefault((s["window"]["start_s"], s["window"]["length_s"], s["method"], s["rule"]), []).append(s)
+        groups.setdefault(group_of(s), []).append(s)
     rows = []
     for key in (progress(list(groups)) if progress else groups):
         epochs, step, last = float(epochs0), 0, None
         while True:
-            got = [run(s, epochs, store) for s in groups[key]]
+            got = [run_fn(s, epochs, store) for s in groups[key]]
             rows += [{**r, "budget_step": step} for r in got]
-            mean = float(np.mean([r["frame_psnr_rgb"] for r in got]))
+            mean = float(np.mean([r[metric] for r in got]))
             if (last is not None and mean - last < tol_db) or epochs * 2 > cap:
                 break
             epochs, step, last = epochs * 2, step + 1, mean

@@ -25,6 +25,7 @@ SECTIONS = {
     "06_on_device_gpu": "The same client pipeline on a CUDA GPU (PyTorch)",
     "07_long_video": "Long video: when one model per video runs out of room (windows of a long clip, plateau training)",
     "08_rate_quality": "Rate–quality: LR video + models vs streaming the HR clip (H.264/H.265)",
+    "08b_long_delivery": "Delivery on long content: windows streamed whole, models at their plateau and as shipped, VMAF",
 }
 NOT_RUN = {"06_on_device_gpu": "*not run: needs a CUDA GPU and this profile's cached models "
                                "(`python -m dydca_lib.bench.gpu --profile <profile>` on a GPU machine)*"}
@@ -42,6 +43,7 @@ KEY_TABLES = {
     "06_on_device_gpu": ["latency"],
     "07_long_video": ["verdict", "crossover", "gaps", "summary", "plateaus"],
     "08_rate_quality": ["verdict", "bd_rate", "clean_vs_decoded"],
+    "08b_long_delivery": ["verdict", "bd_rate", "anchors", "points"],
 }
 
 

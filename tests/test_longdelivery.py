@@ -2,6 +2,7 @@
 tiny synthetic video."""
 
 import cv2
+import pandas as pd
 import numpy as np
 import pytest
 
@@ -137,3 +138,40 @@ def test_int8_rows_are_scored_through_the_int8_client(tmp_root, six_seconds):
         assert abs(r["int8_vmaf"] - r["vmaf"]) < 5 and r["int8_ssim_y"] > 0
     with pytest.raises(ValueError, match="does not compute in int8"):
         L.compute_point(point_spec(six_seconds, "per_video", int8_runtime="torch_batched"))
+
+
+def study_params(video, **changes):
+    from .test_cells import TINY
+
+    return {**TINY, "video": str(video), "scale": 2, "heldout_every": 5, "lengths_s": [4.0], "starts_s": [1.0],
+            "sample_fps": 5.0, "vmaf_run_s": 1.0, "crop_multiple": 2, "anchor_codecs": ["x264"], "lr_codecs": ["x264"],
+            "crfs": [28, 40], "preset": "ultrafast", "methods": ["bicubic", "per_video", "dydca"], "seeds": [0, 1],
+            "stdo_k": 2, "joint_k": 2, "joint_shares": [], "model_blocks": 1, "model_feats": 16, "model_expansion": 2,
+            "path_blocks": [1, 0], "batch_size": 4, "learning_rate": 1e-3, "context": 1, "calibration_patches": 8,
+            "int8_runtime": "", **changes}
+
+
+def test_the_study_runs_points_to_their_plateau_and_compares_curves_with_the_anchors(tmp_root, six_seconds):
+    params = study_params(six_seconds)
+    anchors = pd.DataFrame([L.anchor_cell(s) for s in L.anchor_specs(params)])
+    assert list(anchors.codec) == ["none", "x264", "x264"]
+    specs = L.point_specs(params)
+    assert len(specs) == 2 * 3 * 2 and {s["method"] for s in specs} == {"bicubic", "one model per video", "Dy-DCA"}
+    runs = L.points_to_plateau(specs, 0.1, 0.2, 0.1)
+    bic = runs[runs.method == "bicubic"]
+    assert len(bic) == 2 and set(bic.epochs) == {0.0}  # untrained: once per CRF, one seed
+    trained = runs[runs.method != "bicubic"]
+    assert set(trained.epochs) <= {0.1, 0.2} and (trained.groupby(["crf", "method", "epochs"]).seed.nunique() == 2).all()
+    final = L.final_points(runs)
+    assert len(final) == 2 * 3 and (final[final.method != "bicubic"].seeds == 2).all()
+    curve = L.curves(final, "six")
+    assert set(curve.model_dtype) == {"fp16"}  # no int8 client asked for: no int8 rows
+    dy = curve[curve.method == "Dy-DCA"].iloc[0]
+    assert dy.kbps == pytest.approx(8 * (dy.stream_bytes + dy.model_bytes + dy.routing_map_bytes) / dy.seconds / 1000)
+    table = L.anchor_table(anchors, "six")
+    bd = L.bd_tables(curve, table)
+    assert set(bd.quality) == {"psnr_y", "vmaf"} and set(bd.anchor) == {"HR x264"}
+    text = L.final_sentence(curve, table, dtype="fp16", anchor="x264")
+    assert text.startswith("Dy-DCA, its fp16 model bytes counted, beats HR x264 at equal VMAF and Y-PSNR — six 1+4 s:")
+    with pytest.raises(ValueError, match="at least one window"):
+        L.point_specs(study_params(six_seconds, starts_s=[]))
