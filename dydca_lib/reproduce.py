@@ -133,7 +133,7 @@ def run(profile: str, only: list[str] | None = None, force: bool = False, timeou
 
 # columns that measure time, speed or memory of this run (they differ between runs by nature)
 MEASURED = ("_ms", "ms_", "fps", "seconds", "wall_s", "process_s", "build_s", "per_s", "gflop", "sgemm", "rss_",
-            "_mib", "tvm_cached", "startup", "threads", "_vs_", "frames_timed")
+            "_mib", "tvm_cached", "startup", "threads", "_vs_", "frames_timed", "gops", "share_of", "model_share")
 # tables of measured ratios and times only (06's per_frame: the frames each configuration's time budget allowed)
 MEASURED_TABLES = ("headline", "timings", "06_on_device/per_frame")
 
