@@ -50,11 +50,16 @@ def test_comments_and_docstrings_do_not_count_code_does(tmp_path):
     assert cv.source_digest(f) != nested
 
 
-def test_a_cell_is_reused_after_an_unrelated_edit_and_recomputed_after_its_code_changes(tmp_root, package_copy,
-                                                                                        monkeypatch):
+@pytest.fixture
+def counted(tmp_root, package_copy, monkeypatch):
+    """Cells keyed by the code of ``package_copy`` and computed by a counter: ``(computed, compute)``."""
     monkeypatch.setattr(cells, "code_version", functools.partial(cv.code_version, package_dir=package_copy))
     computed = []
-    compute = lambda spec: computed.append(spec) or {"rows": [1]}  # noqa: E731
+    return computed, lambda spec: computed.append(spec) or {"rows": [1], "row": {}}
+
+
+def test_a_cell_is_reused_after_an_unrelated_edit_and_recomputed_after_its_code_changes(counted, package_copy):
+    computed, compute = counted
     spec = {"clip": "tiny", "seed": 0}
 
     assert cells.run_cell("comparison", spec, compute=compute)["rows"] == [1] and len(computed) == 1
@@ -71,12 +76,10 @@ def test_a_cell_is_reused_after_an_unrelated_edit_and_recomputed_after_its_code_
     assert len(computed) == 2  # notebook 08's code is not notebook 04's
 
 
-def test_a_long_video_run_survives_edits_to_the_notebooks_analysis(tmp_root, package_copy, monkeypatch):
+def test_a_long_video_run_survives_edits_to_the_notebooks_analysis(counted, package_copy):
     """Notebook 07's runs (hours, committed) hold the code that trains and scores them, not the
     plateau loop, tables and verdict of :mod:`dydca_lib.longvideo`."""
-    monkeypatch.setattr(cells, "code_version", functools.partial(cv.code_version, package_dir=package_copy))
-    computed = []
-    compute = lambda spec: computed.append(spec) or {"row": {}}  # noqa: E731
+    computed, compute = counted
     spec = {"method": "dydca", "epochs": 4.0}
     cells.run_cell("longvideo", spec, compute=compute)
     edit(package_copy / "longvideo.py", "def verdict(", "VERDICT_CHANGED = True\n\n\ndef verdict(")
