@@ -58,38 +58,37 @@ def counted(tmp_root, package_copy, monkeypatch):
     return computed, lambda spec: computed.append(spec) or {"rows": [1], "row": {}}
 
 
-def test_a_cell_is_reused_after_an_unrelated_edit_and_recomputed_after_its_code_changes(counted, package_copy):
+def _code_before(name: str, line: str = "X = 1") -> tuple[str, str]:
+    return f"def {name}(", f"{line}\n\n\ndef {name}("
+
+
+# per cell kind: edits that must keep its cells (other modules; comments and docstrings in its own
+# code), then one edit to the code that computes it, which must recompute them
+CACHE_CASES = {
+    "comparison": ([("compiler/amx.py", *_code_before("padded_layout", "def _unused():\n    return 1")),
+                    ("report.py", '"""', '"""A reworded docstring. '),
+                    ("train.py", "def train_or_load(", "# a comment\ndef train_or_load("),
+                    ("delivery.py", *_code_before("point_specs"))],  # notebook 08's code is not notebook 04's
+                   ("train.py", *_code_before("train_or_load", "TRAINER_CHANGED = True"))),
+    "longvideo": ([("longvideo.py", *_code_before("verdict")),  # notebook 07's analysis, not its runs
+                   ("comparison.py", *_code_before("over_seeds")), ("cells.py", *_code_before("cell_path"))],
+                  ("windows.py", *_code_before("prepare_window", "WINDOWS_CHANGED = True"))),
+}
+
+
+@pytest.mark.parametrize("kind", CACHE_CASES)
+def test_a_cell_is_reused_after_an_unrelated_edit_and_recomputed_after_its_code_changes(counted, package_copy, kind):
     computed, compute = counted
     spec = {"clip": "tiny", "seed": 0}
-
-    assert cells.run_cell("comparison", spec, compute=compute)["rows"] == [1] and len(computed) == 1
-    edit(package_copy / "compiler" / "amx.py", "def padded_layout(", "def _unused():\n    return 1\n\n\ndef padded_layout(")
-    edit(package_copy / "report.py", '"""', '"""A reworded docstring. ', )
-    edit(package_copy / "train.py", "def train_or_load(", "# a comment\ndef train_or_load(")
-    cells.run_cell("comparison", spec, compute=compute)
+    kept, breaking = CACHE_CASES[kind]
+    cells.run_cell(kind, spec, compute=compute)
+    for path, old, new in kept:
+        edit(package_copy / path, old, new)
+    cells.run_cell(kind, spec, compute=compute)
     assert len(computed) == 1, "an edit outside the cell's code (or a comment in it) recomputed the cell"
-    edit(package_copy / "train.py", "def train_or_load(", "TRAINER_CHANGED = True\n\n\ndef train_or_load(")
-    cells.run_cell("comparison", spec, compute=compute)
-    assert len(computed) == 2, "an edit to the trainer kept a stale cell"
-    edit(package_copy / "delivery.py", "def point_specs(", "X = 1\n\n\ndef point_specs(")
-    cells.run_cell("comparison", spec, compute=compute)
-    assert len(computed) == 2  # notebook 08's code is not notebook 04's
-
-
-def test_a_long_video_run_survives_edits_to_the_notebooks_analysis(counted, package_copy):
-    """Notebook 07's runs (hours, committed) hold the code that trains and scores them, not the
-    plateau loop, tables and verdict of :mod:`dydca_lib.longvideo`."""
-    computed, compute = counted
-    spec = {"method": "dydca", "epochs": 4.0}
-    cells.run_cell("longvideo", spec, compute=compute)
-    edit(package_copy / "longvideo.py", "def verdict(", "VERDICT_CHANGED = True\n\n\ndef verdict(")
-    edit(package_copy / "comparison.py", "def over_seeds(", "X = 1\n\n\ndef over_seeds(")
-    edit(package_copy / "cells.py", "def cell_path(", "Y = 1\n\n\ndef cell_path(")
-    cells.run_cell("longvideo", spec, compute=compute)
-    assert len(computed) == 1, "an edit to the analysis of the runs recomputed a run"
-    edit(package_copy / "windows.py", "def prepare_window(", "WINDOWS_CHANGED = True\n\n\ndef prepare_window(")
-    cells.run_cell("longvideo", spec, compute=compute)
-    assert len(computed) == 2, "an edit to how windows are cut kept a stale run"
+    edit(package_copy / breaking[0], *breaking[1:])
+    cells.run_cell(kind, spec, compute=compute)
+    assert len(computed) == 2, f"an edit to {breaking[0]} kept a stale cell"
 
 
 def test_a_compiled_library_key_covers_every_compiler_module(package_copy):
