@@ -220,3 +220,16 @@ def test_the_model_cache_keys_the_training_precision(tmp_path, monkeypatch):
         files.append(info["cache_file"])
         assert info["precision"] == precision
     assert files[0] != files[1]
+
+
+def test_the_torch_and_numpy_uint8_conversions_agree_to_the_bit():
+    """Two implementations by design: the PyTorch one rounds on the tensor's device (a GPU client
+    copies uint8, not float), the NumPy one serves the torch-free client. They must give the same
+    pixels: clamp to [0, 1], x 255, round half to even — ties and out-of-range values included."""
+    from dydca_lib.models import to_uint8 as torch_to_uint8
+    from dydca_lib.tensors import to_uint8 as numpy_to_uint8
+
+    rng = np.random.default_rng(0)
+    y = rng.uniform(-0.2, 1.2, size=(2, 3, 7, 5)).astype(np.float32)
+    y.flat[:6] = np.array([0.5, 1.5, 2.5, 253.5, 254.5, 127.5], np.float32) / np.float32(255.0)  # near the ties
+    assert np.array_equal(torch_to_uint8(torch.from_numpy(y)), numpy_to_uint8(y))
