@@ -16,6 +16,7 @@ measured rather than extrapolated. A window is the one notebook 07 trains on (``
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -86,19 +87,17 @@ def compute_anchor(spec: dict) -> dict:
                        spec["heldout_every"], spec["heldout_policy"], spec["vmaf_run_s"])
     first, keep = plan["first"], set(plan["heldout"]) | set(plan["run"])
     hr_kept: dict[int, np.ndarray] = {}
-    shape: list = []
+    source = window_frames(spec["video"], first, plan["n"], spec["crop_multiple"])
+    head = next(source)
+    hw = head.shape[:2]
 
-    def frames():
-        for k, f in enumerate(window_frames(spec["video"], first, plan["n"], spec["crop_multiple"])):
-            shape[:] = f.shape[:2]
+    def frames():  # every frame to the encoder; the scored ones kept
+        for k, f in enumerate(itertools.chain([head], source)):
             if first + k in keep:
                 hr_kept[first + k] = f
             yield f
 
-    it = frames()
-    head = next(it)
-    hw = tuple(shape)
-    rest = (f for g in ([head], it) for f in g)
+    rest = frames()
     # codec None: x264 at CRF 0 is lossless, so only the RGB -> YUV 4:2:0 -> RGB conversion remains
     enc = Encoding(spec["codec"], int(spec["crf"]), spec["preset"]) if spec["codec"] else Encoding("x264", 0, "ultrafast")
     stream = encode_iter(rest, hw, plan["fps"], enc)
