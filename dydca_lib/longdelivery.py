@@ -211,7 +211,9 @@ def compute_point(spec: dict) -> dict:
     ``int8_xz_bytes``: the int8 client's; both xz-coded) — and the quality of the client that runs
     those bytes: ``psnr_*``, ``ssim_y`` (held-out frames, full-frame protocol) and ``vmaf`` (the run)
     of the fp16 client (the folded weights rounded to fp16, fp32 arithmetic), and with
-    ``int8_runtime`` the same through the int8 client (``int8_*``)."""
+    ``int8_runtime`` the same through the int8 client (``int8_*``). ``spec["client"]`` False: only
+    what the plateau loop reads (training, the held-out frames through the fp16 client, the LR
+    stream and routing bytes); the shipped bytes, VMAF run and int8 client are left out (NaN)."""
     from .bench.precision import calibration_batches
     from .delivery import kbps, shipped_model_bytes
     from .evaluate import evaluate
@@ -228,23 +230,28 @@ def compute_point(spec: dict) -> dict:
     data = patch_data(p, frames=train_fs)
     m = make(parse(spec["method"]), p.scale, len(data.chunks), epochs=spec["epochs"], seed=spec["seed"], **spec["suite"])
     m.prepare(data)
-    ship, int8 = {"parameters": 0, "fp16_xz_bytes": 0, "int8_xz_bytes": 0, "train_seconds": 0.0}, {}
-    run_ids = list(range(len(run_fs)))
-    run_labels, _ = cached_labels(run_fs, run_ids, data.geom, data.general_net, data.general_info)
-    first_chunk_s = (plan["run"][0] - plan["first"]) / plan["fps"]
-    chunk_of = lambda f: min(int((first_chunk_s + f / plan["fps"]) // p.chunk_seconds), len(data.chunks) - 1)  # noqa: E731
-    man = run_manifest(m, data, run_labels, run_ids, chunk_of)
-    if m.trained:  # bicubic needs nothing; the general model is installed with the client, not streamed
+    client = spec.get("client", True)
+    ship = {"parameters": int(m.describe()["parameters"]) if m.trained else 0,
+            "train_seconds": getattr(m, "train_info", {}).get("train_seconds", 0.0),
+            "fp16_xz_bytes": 0 if client or not m.trained else None, "int8_xz_bytes": 0 if client or not m.trained else None}
+    int8, run = {}, {"vmaf": None, "vmaf_min": None}
+    run_ids = list(range(len(run_fs))) if client else []
+    if client:
+        run_labels, _ = cached_labels(run_fs, run_ids, data.geom, data.general_net, data.general_info)
+        first_chunk_s = (plan["run"][0] - plan["first"]) / plan["fps"]
+        chunk_of = lambda f: min(int((first_chunk_s + f / plan["fps"]) // p.chunk_seconds), len(data.chunks) - 1)  # noqa: E731
+        man = run_manifest(m, data, run_labels, run_ids, chunk_of)
+    if client and m.trained:  # bicubic needs nothing; the general model is installed with the client, not streamed
         cal = calibration_batches(m, data, data.train_ids, m.context, int(spec["calibration_patches"]), spec["seed"])
-        ship = {"parameters": int(m.describe()["parameters"]), "fp16_xz_bytes": shipped_model_bytes(m, "fp16", "lzma"),
-                "int8_xz_bytes": shipped_model_bytes(m, "int8", "lzma", cal),
-                "train_seconds": getattr(m, "train_info", {}).get("train_seconds")}
+        ship.update(fp16_xz_bytes=shipped_model_bytes(m, "fp16", "lzma"), int8_xz_bytes=shipped_model_bytes(m, "int8", "lzma", cal))
         if spec.get("int8_runtime"):
             int8 = int8_scores(m, data, run_fs, man, cal, spec["int8_runtime"], plan["fps"])
+    if m.trained:
         with_fp16_weights(m)  # from here on the method is the fp16 client: the bytes fp16_xz_bytes counts
     held = full_frame_row(m, data, data.heldout_ids)
-    _, _, kept = evaluate(m.upscaler(), run_fs, man, run_ids, m.context, desc=f"{m.name}: VMAF run", keep_frames=run_ids)
-    run = vmaf(np.stack([run_fs.hr(i) for i in run_ids]), np.stack([kept[i] for i in run_ids]), plan["fps"])
+    if client:
+        _, _, kept = evaluate(m.upscaler(), run_fs, man, run_ids, m.context, desc=f"{m.name}: VMAF run", keep_frames=run_ids)
+        run = vmaf(np.stack([run_fs.hr(i) for i in run_ids]), np.stack([kept[i] for i in run_ids]), plan["fps"])
     seconds = plan["n"] / plan["fps"]
     routing = int(round(m.routing_map_bytes() / len(data.frame_table) * plan["n"]))
     row = {"start_s": w["start_s"], "length_s": w["length_s"], "codec": enc.codec, "crf": enc.crf, "method": m.name,
@@ -363,23 +370,36 @@ def anchor_cell(spec: dict, store=None) -> dict:
     return run_cell("longanchor", spec, store=store)["row"]
 
 
-def point_run(spec: dict, epochs: float, store=None) -> dict:
+def point_run(spec: dict, epochs: float, store=None, client: bool = True) -> dict:
+    """One point at one budget (cached); ``client`` False: what the plateau loop reads only."""
     from .cells import run_cell
 
-    return run_cell("longpoint", {**spec, "epochs": float(epochs)}, store=store)["row"]
+    return run_cell("longpoint", {**spec, "epochs": float(epochs), "client": bool(client)}, store=store)["row"]
 
 
 def points_to_plateau(specs: list[dict], epochs0: float, cap: float, tol_db: float, store=None, progress=None) -> pd.DataFrame:
     """Every point at each budget until its plateau (notebook 07's rule, on held-out RGB PSNR, mean
-    over seeds): per (window, LR codec, CRF, method). Untrained methods (bicubic, the general model)
-    run once."""
+    over seeds): per (window, LR codec, CRF, method). The budgets below the last are trained and
+    scored on the held-out frames only; the last runs the clients (shipped bytes, VMAF, int8).
+    Untrained methods (bicubic, the general model) run once."""
     from .longvideo import to_plateau
     from .registry import parse
 
     trained = [s for s in specs if parse(s["method"]).entry.trained]
     fixed = [s for s in specs if not parse(s["method"]).entry.trained and s["seed"] == specs[0]["seed"]]
-    runs = to_plateau(trained, epochs0, cap, tol_db, store, progress, run_fn=point_run, metric="psnr_rgb",
+    point = ["start_s", "length_s", "codec", "crf", "method"]
+    runs = to_plateau(trained, epochs0, cap, tol_db, store, progress, metric="psnr_rgb",
+                      run_fn=lambda s, e, st: point_run(s, e, st, client=False),
                       group_of=lambda s: (s["window"]["start_s"], s["window"]["length_s"], s["codec"], s["crf"], s["method"]))
+    if len(runs):
+        spec_of = {(s["window"]["start_s"], s["window"]["length_s"], s["codec"], s["crf"], s["method"], s["seed"]): s
+                   for s in trained}
+        last = runs.epochs == runs.groupby(point, sort=False).epochs.transform("max")
+        full = [{**point_run(spec_of[tuple(r[k] for k in point + ["seed"])], r["epochs"], store),
+                 "budget_step": r["budget_step"]} for r in runs[last].to_dict("records")]
+        runs = pd.concat([runs[~last], pd.DataFrame(full, index=runs.index[last])]).sort_index()
+        client_cols = ["fp16_xz_bytes", "int8_xz_bytes", "vmaf", "vmaf_min"]  # None below the last budget
+        runs[client_cols] = runs[client_cols].apply(pd.to_numeric)
     once = pd.DataFrame([{**point_run(s, 0.0, store), "budget_step": 0} for s in fixed])
     return pd.concat([once, runs], ignore_index=True) if len(once) else runs
 

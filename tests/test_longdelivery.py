@@ -162,6 +162,10 @@ def test_the_study_runs_points_to_their_plateau_and_compares_curves_with_the_anc
     assert len(bic) == 2 and set(bic.epochs) == {0.0}  # untrained: once per CRF, one seed
     trained = runs[runs.method != "bicubic"]
     assert set(trained.epochs) <= {0.1, 0.2} and (trained.groupby(["crf", "method", "epochs"]).seed.nunique() == 2).all()
+    last = trained.epochs == trained.groupby(["crf", "method"]).epochs.transform("max")
+    assert trained[last].vmaf.notna().all() and (trained[last].fp16_xz_bytes > 0).all()  # the clients at the last budget
+    assert trained[~last].vmaf.isna().all() and len(trained[~last])  # below it: the held-out frames only
+    assert trained.psnr_rgb.notna().all()
     final = L.final_points(runs)
     assert len(final) == 2 * 3 and (final[final.method != "bicubic"].seeds == 2).all()
     curve = L.curves(final, "six")
