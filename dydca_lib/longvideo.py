@@ -113,12 +113,17 @@ def final_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 def summary(final: pd.DataFrame) -> pd.DataFrame:
     """Per (window length, method, rule): mean and sample std over seeds and window starts of every
-    metric, the runs behind it, and the sizes (mean over starts: per chunk grows with the length)."""
+    metric, the runs behind it, and the sizes (mean over starts: per chunk grows with the length).
+    The training cost is ``train_lr_megapixels`` (the LR pixels passed through training, the same
+    on any machine) and the median ``train_seconds`` (wall time: a run that shared the CPU or was
+    paused reads long, and one such run must not move the row)."""
     g = final.groupby(["length_s", "method", "rule"], sort=False)
     out = g[METRICS].mean()
     out[[f"{m}_std" for m in METRICS]] = g[METRICS].std(ddof=1).to_numpy()
     out["runs"] = g.size()
-    out[SIZES + ["epochs", "model_epochs", "train_seconds"]] = g[SIZES + ["epochs", "model_epochs", "train_seconds"]].mean()
+    work = [c for c in ("train_lr_megapixels",) if c in final]
+    out[SIZES + ["epochs", "model_epochs"] + work] = g[SIZES + ["epochs", "model_epochs"] + work].mean()
+    out["train_seconds_median"] = g.train_seconds.median()
     return out.reset_index()
 
 

@@ -126,6 +126,9 @@ def test_gaps_are_paired_so_a_harder_scene_does_not_hide_a_difference(monkeypatc
     g = LV.gaps(summ, final).iloc[0]
     assert g.pairs == 4 and g.dydca_minus_other_db == pytest.approx(0.325) and g.two_spreads_db < 0.1
     assert g.reading == "Dy-DCA better"
+    # the training cost: one run whose wall time includes a pause does not move the row's median
+    paused = final.assign(train_seconds=[5000.0] + [1.0] * (len(final) - 1))
+    assert (LV.summary(paused).train_seconds_median == 1.0).all()
 
 
 def test_one_run_trains_and_scores_a_window(tmp_root, synthetic_video):
