@@ -92,15 +92,15 @@ def test_tables_find_where_one_model_per_video_falls_behind(monkeypatch):
     runs = LV.to_plateau(specs(), 1.0, 1.0, 0.1)
     summ = LV.summary(LV.final_runs(runs))
     assert summ.runs.eq(2).all() and np.allclose(summ.frame_psnr_rgb_std, np.sqrt(2) * 0.01)
-    cross = LV.crossover(summ).set_index("per_chunk_rule")
-    assert cross.loc["equal", "per_video_falls_below_at_s"] == 45.0
-    assert cross.loc["equal", "per_video_minus_per_chunk_db"] == [1.0, -2.0]
+    cross = LV.crossover(LV.final_runs(runs)).set_index("per_chunk_rule")
+    assert cross.loc["equal", "per_video_falls_below_at_s"] == 45.0 == cross.loc["equal", "per_video_below_in_mean_at_s"]
+    assert cross.loc["equal", "per_video_minus_per_chunk_db"] == [1.0, -2.0] and cross.loc["equal", "pairs"] == [2, 2]
     assert np.isnan(cross.loc["paper", "per_video_falls_below_at_s"])  # the paper rule ran only on 5 s windows
     gaps = LV.gaps(summ, LV.final_runs(runs)).set_index(["length_s", "vs", "rule"])
     assert gaps.loc[(45.0, "one model per video", "equal"), "reading"] == "Dy-DCA better"
     assert gaps.loc[(5.0, "one model per video", "equal"), "dydca_minus_other_db"] == -0.5
-    text = LV.verdict(summ, LV.gaps(summ, LV.final_runs(runs)), LV.crossover(summ), LV.plateaus(runs, 0.1))
-    assert "falls below one model per chunk (equal budget) from 45 s windows" in text
+    text = LV.verdict(summ, LV.gaps(summ, LV.final_runs(runs)), LV.crossover(LV.final_runs(runs)), LV.plateaus(runs, 0.1))
+    assert "falls below one model per chunk (equal budget) from 45 s windows, by more than twice the spread" in text
     assert "had not reached the plateau" in text  # one budget only: nothing says a plateau was reached
 
 
@@ -126,6 +126,14 @@ def test_gaps_are_paired_so_a_harder_scene_does_not_hide_a_difference(monkeypatc
     g = LV.gaps(summ, final).iloc[0]
     assert g.pairs == 4 and g.dydca_minus_other_db == pytest.approx(0.325) and g.two_spreads_db < 0.1
     assert g.reading == "Dy-DCA better"
+    # one model per video 0.05 dB below one per chunk in the mean, the pairs spread 0.1 dB: below in the mean, a tie
+    noisy = final.assign(method=final.method.replace({"Dy-DCA": "one model per chunk"}),
+                         frame_psnr_rgb=final.frame_psnr_rgb + np.where(final.method == "Dy-DCA", -0.275, 0.0)
+                         + np.where(final.method == "Dy-DCA", [0.1, -0.1] * (len(final) // 2), 0.0))
+    c = LV.crossover(noisy).iloc[0]
+    assert c.per_video_below_in_mean_at_s == 5.0 and np.isnan(c.per_video_falls_below_at_s)
+    assert "below one model per chunk (equal budget) in the mean from 5 s windows, but within twice the spread" in \
+        LV.verdict(summ, LV.gaps(summ, final), LV.crossover(noisy), LV.plateaus(runs, 0.1))
     # the training cost: one run whose wall time includes a pause does not move the row's median
     paused = final.assign(train_seconds=[5000.0] + [1.0] * (len(final) - 1))
     assert (LV.summary(paused).train_seconds_median == 1.0).all()
