@@ -363,8 +363,9 @@ def rate_quality(curves: pd.DataFrame, anchors: pd.DataFrame, video: str, dtype:
 
 
 def long_video(summ: pd.DataFrame, gap_table: pd.DataFrame, metric: str = "frame_psnr_rgb", title: str = ""):
-    """Notebook 07: held-out PSNR vs window length per method and budget rule (mean, band: +-1 std
-    over seeds and window starts) and Dy-DCA minus each method vs length (band: +-2 spreads)."""
+    """Notebook 07: held-out PSNR vs window length per method and budget rule (mean over seeds and
+    window starts, band: +-1 std over seeds — the seeds' own spread where the summary has it, as
+    window starts differ by whole dB) and Dy-DCA minus each method vs length (band: +-2 spreads)."""
     from matplotlib.ticker import FuncFormatter, NullLocator
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.6))
@@ -373,7 +374,7 @@ def long_video(summ: pd.DataFrame, gap_table: pd.DataFrame, metric: str = "frame
         g = g.sort_values("length_s")
         style = "-" if rule == "equal" else "--"
         a.plot(g.length_s, g[metric], style, marker="o", color=colors[method], label=f"{method} ({rule})")
-        std = g[f"{metric}_std"].fillna(0)
+        std = g[f"{metric}_seed_std" if f"{metric}_seed_std" in g else f"{metric}_std"].fillna(0)
         a.fill_between(g.length_s, g[metric] - std, g[metric] + std, color=colors[method], alpha=0.12)
     for (vs, rule), g in gap_table.groupby(["vs", "rule"], sort=False):
         g = g.sort_values("length_s")
@@ -392,7 +393,8 @@ def long_video(summ: pd.DataFrame, gap_table: pd.DataFrame, metric: str = "frame
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    a.set_title("quality vs window length (solid: equal budget, dashed: paper's k x budget)", fontsize=9)
+    a.set_title("quality vs window length, mean over starts (solid: equal budget, dashed: paper's k x budget;"
+                " band: seed std)", fontsize=9)
     b.set_title("Dy-DCA's gap (band: twice the spread)", fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -113,13 +113,17 @@ def final_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 def summary(final: pd.DataFrame) -> pd.DataFrame:
     """Per (window length, method, rule): mean and sample std over seeds and window starts of every
-    metric, the runs behind it, and the sizes (mean over starts: per chunk grows with the length).
+    metric, the seeds' spread alone (``*_seed_std``: per start, averaged), the runs behind it, and the sizes (mean over starts: per chunk grows with the length).
     The training cost is ``train_lr_megapixels`` (the LR pixels passed through training, the same
     on any machine) and the median ``train_seconds`` (wall time: a run that shared the CPU or was
     paused reads long, and one such run must not move the row)."""
     g = final.groupby(["length_s", "method", "rule"], sort=False)
     out = g[METRICS].mean()
     out[[f"{m}_std" for m in METRICS]] = g[METRICS].std(ddof=1).to_numpy()
+    # the seeds' own spread (std over seeds per window start, averaged over starts): the std above
+    # also holds how much harder one scene is than another
+    per_start = final.groupby(["length_s", "method", "rule", "start_s"], sort=False)[METRICS].std(ddof=1)
+    out[[f"{m}_seed_std" for m in METRICS]] = per_start.groupby(level=[0, 1, 2], sort=False).mean().reindex(out.index).to_numpy()
     out["runs"] = g.size()
     work = [c for c in ("train_lr_megapixels",) if c in final]
     out[SIZES + ["epochs", "model_epochs"] + work] = g[SIZES + ["epochs", "model_epochs"] + work].mean()

@@ -123,6 +123,8 @@ def test_gaps_are_paired_so_a_harder_scene_does_not_hide_a_difference(monkeypatc
     final = LV.final_runs(runs)
     summ = LV.summary(final)
     assert (summ.frame_psnr_rgb_std > 5).all()  # the scenes dominate each method's spread
+    seed_std = summ.set_index("method").frame_psnr_rgb_seed_std  # the seeds alone: 0.05 dB apart on Dy-DCA, none elsewhere
+    assert seed_std["Dy-DCA"] == pytest.approx(0.05 / np.sqrt(2)) and seed_std["one model per video"] == pytest.approx(0.0)
     g = LV.gaps(summ, final).iloc[0]
     assert g.pairs == 4 and g.dydca_minus_other_db == pytest.approx(0.325) and g.two_spreads_db < 0.1
     assert g.reading == "Dy-DCA better"
