@@ -388,12 +388,11 @@ def points_to_plateau(specs: list[dict], epochs0: float, cap: float, tol_db: flo
     trained = [s for s in specs if parse(s["method"]).entry.trained]
     fixed = [s for s in specs if not parse(s["method"]).entry.trained and s["seed"] == specs[0]["seed"]]
     point = ["start_s", "length_s", "codec", "crf", "method"]
+    point_of = lambda s: (s["window"]["start_s"], s["window"]["length_s"], s["codec"], s["crf"], s["method"])  # noqa: E731
     runs = to_plateau(trained, epochs0, cap, tol_db, store, progress, metric="psnr_rgb",
-                      run_fn=lambda s, e, st: point_run(s, e, st, client=False),
-                      group_of=lambda s: (s["window"]["start_s"], s["window"]["length_s"], s["codec"], s["crf"], s["method"]))
+                      run_fn=lambda s, e, st: point_run(s, e, st, client=False), group_of=point_of)
     if len(runs):
-        spec_of = {(s["window"]["start_s"], s["window"]["length_s"], s["codec"], s["crf"], s["method"], s["seed"]): s
-                   for s in trained}
+        spec_of = {(*point_of(s), s["seed"]): s for s in trained}
         last = runs.epochs == runs.groupby(point, sort=False).epochs.transform("max")
         full = [{**point_run(spec_of[tuple(r[k] for k in point + ["seed"])], r["epochs"], store),
                  "budget_step": r["budget_step"]} for r in runs[last].to_dict("records")]
