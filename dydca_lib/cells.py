@@ -79,6 +79,27 @@ def _load(path: Path) -> dict:
     return out
 
 
+def stale_cells(store=None) -> list[Path]:
+    """The cells in ``store`` (else ``data/cells/``) that the current code no longer reads: their
+    file name is not their kind and spec's key under this code (the code that computes them has
+    changed since, so a run computes them afresh beside them), or their kind is unknown."""
+    folder = Path(store) if store else data_dir() / "cells"
+    stale = []
+    for path in sorted(folder.glob("*.json")):
+        cell = json.loads(path.read_text())
+        kind = cell.get("kind")
+        if kind not in KINDS or cell_path(kind, cell["spec"], folder).name != path.name:
+            stale.append(path)
+    return stale
+
+
+def remove_cells(paths: list[Path]) -> None:
+    """Delete cells (each JSON and its kept frames' ``.npz``, where there is one)."""
+    for path in paths:
+        path.with_suffix(".npz").unlink(missing_ok=True)
+        path.unlink()
+
+
 def run_cell(kind: str, spec: dict, store=None, compute=None) -> dict:
     """The result of cell ``spec``: read from its file (in ``store``, else ``data/cells/``), or
     computed (by the kind's function, or ``compute(spec)`` when given: tests), written and read back."""

@@ -131,6 +131,13 @@ def summary(final: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+def _paired(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> pd.Series:
+    """``a`` minus ``b`` (runs of two methods) on the same window length, start and seed: a scene
+    that is harder for every method cancels in the pair. Indexed by (length_s, start_s, seed)."""
+    pair = ["length_s", "start_s", "seed"]
+    return (a.set_index(pair)[metric] - b.set_index(pair)[metric]).dropna()
+
+
 def gaps(summ: pd.DataFrame, final: pd.DataFrame, metric: str = "frame_psnr_rgb") -> pd.DataFrame:
     """Dy-DCA (equal budget) minus every other method and rule at each window length, paired: the
     difference on the same window start and seed, its mean over the pairs and the sample std of the
@@ -139,12 +146,10 @@ def gaps(summ: pd.DataFrame, final: pd.DataFrame, metric: str = "frame_psnr_rgb"
     ``final``: the runs at each method's last budget (:func:`final_runs`); ``summ``
     (:func:`summary`): the bytes each method ships at that length."""
     rows = []
-    pair = ["length_s", "start_s", "seed"]
-    dy = final[(final.method == "Dy-DCA") & (final.rule == "equal")].set_index(pair)[metric]
     others = final[final.method != "Dy-DCA"]
     size = summ.set_index(["length_s", "method", "rule"])
     for (length, method, rule), g in others.groupby(["length_s", "method", "rule"], sort=False):
-        d = (dy - g.set_index(pair)[metric]).dropna()
+        d = _paired(final[(final.method == "Dy-DCA") & (final.rule == "equal")], g, metric)
         if d.empty:
             continue
         gap, spread = float(d.mean()), float(d.std(ddof=1)) if len(d) > 1 else float("nan")
@@ -164,11 +169,9 @@ def crossover(final: pd.DataFrame, metric: str = "frame_psnr_rgb") -> pd.DataFra
     (``per_video_below_in_mean_at_s``) and the shortest where it is below by more than twice the
     spread (``per_video_falls_below_at_s``; NaN: never up to ``longest_s``, or one pair, no spread)."""
     rows = []
-    pair = ["length_s", "start_s", "seed"]
-    pv = final[(final.method == "one model per video") & (final.rule == "equal")].set_index(pair)[metric]
+    per_video = final[(final.method == "one model per video") & (final.rule == "equal")]
     for rule in RULES:
-        pc = final[(final.method == "one model per chunk") & (final.rule == rule)].set_index(pair)[metric]
-        d = (pv - pc).dropna()
+        d = _paired(per_video, final[(final.method == "one model per chunk") & (final.rule == rule)], metric)
         if d.empty:
             continue
         per = d.groupby(level="length_s").agg(["mean", "std", "size"]).sort_index()

@@ -164,6 +164,22 @@ def compare_results(a: Path, b: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["table", "identical", "differing_columns", "only_measurements"])
 
 
+def stale_cells_command(folder: Path, delete: bool) -> int:
+    """List (or delete) the cells in ``folder`` whose key no longer matches the current code."""
+    from .cells import remove_cells, stale_cells
+
+    if not folder.is_dir():
+        raise SystemExit(f"no cells folder {folder}")
+    stale = stale_cells(folder)
+    for path in stale:
+        print(path)
+    total = len(list(folder.glob("*.json")))
+    print(f"{len(stale)} of {total} cells in {folder} are stale" + ("; deleted" if delete and stale else ""))
+    if delete:
+        remove_cells(stale)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dydca_lib.reproduce", description=__doc__.split("\n\n")[0],
                                  epilog="Your own video: python -m dydca_lib.reproduce --profile default "
@@ -180,7 +196,12 @@ def main(argv=None) -> int:
     ap.add_argument("--force", action="store_true", help="run notebooks even if their results are up to date")
     ap.add_argument("--compare", metavar="DIR", help="compare the tables of results/<name>/ with those under DIR "
                     "(e.g. a copy of an earlier run) instead of running; exit 1 if any non-measurement column differs")
+    ap.add_argument("--stale-cells", metavar="DIR", help="list the cached cells in DIR (e.g. results/paper/cells) "
+                    "that the current code no longer reads (computed by code that has changed since) instead of running")
+    ap.add_argument("--delete", action="store_true", help="with --stale-cells: delete them")
     args = ap.parse_args(argv)
+    if args.stale_cells:
+        return stale_cells_command(Path(args.stale_cells), args.delete)
     overrides = dict(parse_param(t, parameter_types()) for t in args.param)
     if args.compare:
         video = args.video or overrides.pop("video", None)

@@ -101,3 +101,37 @@ def test_a_compiled_library_key_covers_every_compiler_module(package_copy):
 def test_unknown_modules_are_an_error():
     with pytest.raises(ValueError, match="not a module"):
         cv.imports_of("dydca_lib.nope")
+
+
+def test_stale_cells_are_those_the_current_code_no_longer_reads(counted, package_copy, tmp_path):
+    computed, compute = counted
+    store = tmp_path / "cells"
+    cells.run_cell("budget", {"seed": 0}, store=store, compute=compute)
+    cells.run_cell("longpoint", {"seed": 0}, store=store, compute=compute)
+    assert cells.stale_cells(store) == []
+    old_budget = cells.cell_path("budget", {"seed": 0}, store)
+    old_budget.with_suffix(".npz").write_bytes(b"kept frames")
+    edit(package_copy / "budget.py", *_code_before("compute_cell"))
+    assert cells.stale_cells(store) == [old_budget], "only the cell whose code changed is stale"
+    cells.run_cell("budget", {"seed": 0}, store=store, compute=compute)  # recomputed beside the stale one
+    assert len(computed) == 3 and cells.stale_cells(store) == [old_budget]
+    (store / "nokind-0.json").write_text('{"kind": "gone", "spec": {}}')
+    assert cells.stale_cells(store) == [old_budget, store / "nokind-0.json"]
+    cells.remove_cells(cells.stale_cells(store))
+    assert sorted(p.name for p in store.iterdir()) == sorted(
+        [cells.cell_path("budget", {"seed": 0}, store).name, cells.cell_path("longpoint", {"seed": 0}, store).name])
+
+
+def test_the_stale_cells_command_lists_and_deletes(counted, package_copy, tmp_path, capsys):
+    from dydca_lib import reproduce
+
+    computed, compute = counted
+    store = tmp_path / "cells"
+    cells.run_cell("budget", {"seed": 0}, store=store, compute=compute)
+    edit(package_copy / "budget.py", *_code_before("compute_cell"))
+    assert reproduce.main(["--stale-cells", str(store)]) == 0
+    assert "1 of 1 cells" in capsys.readouterr().out and len(list(store.glob("*.json"))) == 1
+    assert reproduce.main(["--stale-cells", str(store), "--delete"]) == 0
+    assert "deleted" in capsys.readouterr().out and not list(store.glob("*.json"))
+    with pytest.raises(SystemExit, match="no cells folder"):
+        reproduce.main(["--stale-cells", str(tmp_path / "nope")])
