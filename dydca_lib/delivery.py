@@ -130,7 +130,7 @@ def bd_metrics(anchor: pd.DataFrame, test: pd.DataFrame, rate: str = "kbps", qua
         if q_hi > q_lo:
             out["bd_rate_pct"] = float(bd.bd_rate(a[rate], a[quality], t[rate], t[quality], method="akima",
                                                   require_matching_points=False, min_overlap=0))
-            out["quality_overlap"] = f"{q_lo:.2f}–{q_hi:.2f} dB"
+            out["quality_overlap"] = f"{q_lo:.2f}–{q_hi:.2f}" + (" dB" if quality.startswith("psnr") else "")
         if r_hi > r_lo:
             out["bd_psnr_db"] = float(bd.bd_psnr(a[rate], a[quality], t[rate], t[quality], method="akima",
                                                  require_matching_points=False, min_overlap=0))

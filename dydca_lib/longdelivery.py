@@ -334,7 +334,9 @@ def _windows(params: dict) -> list[dict]:
 
 
 def anchor_specs(params: dict) -> list[dict]:
-    """The HR anchors of every window: the YUV 4:2:0 conversion alone, then each anchor codec x CRF."""
+    """The HR anchors of every window: the YUV 4:2:0 conversion alone, then each anchor codec x CRF
+    (``anchor_crfs``, else the LR points' ``crfs``: a ladder reaching higher CRFs lets the anchors
+    come down to the quality of the upscaled LR streams, where BD-rate has an overlap)."""
     from .params import PatchParams
 
     p, out = PatchParams.pick(params), []
@@ -344,7 +346,8 @@ def anchor_specs(params: dict) -> list[dict]:
                 "chunk_seconds": float(p.chunk_seconds), "heldout_every": int(p.heldout_every),
                 "heldout_policy": p.heldout_policy, "scale": int(p.scale), "preset": params["preset"]}
         out.append({**base, "codec": None, "crf": None})
-        out += [{**base, "codec": c, "crf": int(q)} for c in params["anchor_codecs"] for q in params["crfs"]]
+        out += [{**base, "codec": c, "crf": int(q)} for c in params["anchor_codecs"]
+                for q in (params.get("anchor_crfs") or params["crfs"])]
     return out
 
 
@@ -463,24 +466,38 @@ def bd_tables(curve: pd.DataFrame, anchors: pd.DataFrame) -> pd.DataFrame:
 def final_sentence(curve: pd.DataFrame, anchors: pd.DataFrame, method: str = "Dy-DCA", dtype: str = "int8",
                    anchor: str = "x265") -> str:
     """Where ``method`` (its ``dtype`` model bytes counted) beats the ``anchor`` HR stream at equal
-    VMAF and Y-PSNR: per window the rates at which its curve lies above the anchor's under both."""
-    from .delivery import _intersect, _ranges_text, winning_rates
+    VMAF and Y-PSNR: per window the rates at which its curve lies above the anchor's under both,
+    and the numbers either way — BD-rate by Y-PSNR and by VMAF over their quality overlaps and the
+    quality at equal rate over the rate overlap (undefined where the curves do not overlap)."""
+    from .delivery import _intersect, _ranges_text, bd_metrics, winning_rates
 
     parts = []
     for video, g in curve[(curve.method == method) & (curve.model_dtype == dtype)].groupby("video", sort=False):
         a = anchors[(anchors.video == video) & (anchors.codec == anchor)].assign(kbps=lambda d: d.stream_kbps)
         if a.empty:
             continue
-        best = []
+        per_codec = []
         for codec, test in g.groupby("codec", sort=False):
             both = _intersect([winning_rates(a, test, "psnr_y"), winning_rates(a, test, "vmaf")])
-            if both:
-                best.append(f"with {codec} LR streams at {_ranges_text(both)}")
-        parts.append(f"{video}: " + ("; ".join(best) if best else "at no rate within the range both curves span"))
+            where = f"at {_ranges_text(both)}" if both else "at no rate within the range both curves span"
+            numbers = "; ".join(_bd_text(bd_metrics(a, test, quality=q), q) for q in ("psnr_y", "vmaf"))
+            per_codec.append(f"with {codec} LR streams {where} ({numbers})")
+        parts.append(f"{video}: " + "; ".join(per_codec))
     if not parts:
         return f"No {method} {dtype} curve and {anchor} anchor share a window."
     return (f"{method}, its {dtype} model bytes counted, beats HR {anchor} at equal VMAF and Y-PSNR — "
             + "; ".join(parts) + ".")
+
+
+def _bd_text(m: dict, quality: str) -> str:
+    """One quality's Bjøntegaard numbers for a sentence: BD-rate over the quality overlap, the
+    quality difference at equal rate over the rate overlap."""
+    name, unit = {"psnr_y": ("Y-PSNR", " dB"), "vmaf": ("VMAF", "")}[quality]
+    rate = (f"BD-rate by {name} {m['bd_rate_pct']:+.0f} % over {m['quality_overlap']}" if not pd.isna(m["bd_rate_pct"])
+            else f"BD-rate by {name} undefined (quality overlap: {m['quality_overlap']})")
+    level = (f"{m['bd_psnr_db']:+.2f}{unit} {name} at equal rate over {m['rate_overlap']}" if not pd.isna(m["bd_psnr_db"])
+             else f"{name} at equal rate undefined (rate overlap: {m['rate_overlap']})")
+    return f"{rate}, {level}"
 
 
 def resolve_int8_runtime(name: str) -> str | None:

@@ -66,6 +66,8 @@ def test_bd_rate_of_a_curve_at_half_the_bits_is_minus_50_percent():
     m = D.bd_metrics(anchor, half)
     assert m["bd_rate_pct"] == pytest.approx(-50.0, abs=0.5) and m["bd_psnr_db"] == pytest.approx(3.0, abs=0.1)
     assert m["quality_overlap"] == "30.00–39.00 dB"
+    vmaf = D.bd_metrics(anchor.rename(columns={"psnr_y": "vmaf"}), half.rename(columns={"psnr_y": "vmaf"}), quality="vmaf")
+    assert vmaf["quality_overlap"] == "30.00–39.00"  # VMAF has no unit
     apart = D.bd_metrics(anchor, _curve([1000, 2000], [20, 21]))
     assert np.isnan(apart["bd_rate_pct"]) and np.isnan(apart["bd_psnr_db"]) and apart["quality_overlap"] == "none"
     assert D.bd_metrics(anchor, _curve([100], [30]))["quality_overlap"] == "too few points"

@@ -152,9 +152,10 @@ def study_params(video, **changes):
 
 
 def test_the_study_runs_points_to_their_plateau_and_compares_curves_with_the_anchors(tmp_root, six_seconds):
-    params = study_params(six_seconds)
+    params = study_params(six_seconds, anchor_crfs=[28, 40, 51])
     anchors = pd.DataFrame([L.anchor_cell(s) for s in L.anchor_specs(params)])
-    assert list(anchors.codec) == ["none", "x264", "x264"]
+    assert list(anchors.codec) == ["none", "x264", "x264", "x264"] and list(anchors.crf[1:]) == [28, 40, 51]
+    assert [s["crf"] for s in L.anchor_specs(study_params(six_seconds))] == [None, 28, 40]  # no anchor_crfs: crfs
     specs = L.point_specs(params)
     assert len(specs) == 2 * 3 * 2 and {s["method"] for s in specs} == {"bicubic", "one model per video", "Dy-DCA"}
     runs = L.points_to_plateau(specs, 0.1, 0.2, 0.1)
@@ -177,5 +178,15 @@ def test_the_study_runs_points_to_their_plateau_and_compares_curves_with_the_anc
     assert set(bd.quality) == {"psnr_y", "vmaf"} and set(bd.anchor) == {"HR x264"}
     text = L.final_sentence(curve, table, dtype="fp16", anchor="x264")
     assert text.startswith("Dy-DCA, its fp16 model bytes counted, beats HR x264 at equal VMAF and Y-PSNR — six 1+4 s:")
+    assert "BD-rate by Y-PSNR" in text and "BD-rate by VMAF" in text and "at equal rate" in text  # the numbers either way
     with pytest.raises(ValueError, match="at least one window"):
         L.point_specs(study_params(six_seconds, starts_s=[]))
+
+
+def test_the_verdict_gives_the_bjontegaard_numbers_or_says_why_there_are_none():
+    done = {"bd_rate_pct": 41.4, "bd_psnr_db": -1.234, "quality_overlap": "33.00–36.50 dB", "rate_overlap": "60–190 kbit/s"}
+    assert L._bd_text(done, "psnr_y") == ("BD-rate by Y-PSNR +41 % over 33.00–36.50 dB, "
+                                          "-1.23 dB Y-PSNR at equal rate over 60–190 kbit/s")
+    apart = {"bd_rate_pct": float("nan"), "bd_psnr_db": -8.5, "quality_overlap": "none", "rate_overlap": "60–190 kbit/s"}
+    assert L._bd_text(apart, "vmaf") == ("BD-rate by VMAF undefined (quality overlap: none), "
+                                         "-8.50 VMAF at equal rate over 60–190 kbit/s")
