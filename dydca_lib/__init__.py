@@ -7,7 +7,7 @@ data (``sources``, ``video``, ``windows``, ``codec``, ``metrics``, ``patches``, 
 (``models``, ``train``, ``general``, ``params``, ``pipeline``, ``evaluate``, ``methods``, ``registry``,
 ``comparison``, ``budget``, ``longvideo``, ``window_runs``, ``scores``, ``cells``) ->
 ``compiler`` (all TVM building) -> ``client`` (what a device runs; no torch) -> ``bench`` and
-``delivery``, ``longdelivery`` (the experiments of notebooks 05/06 and 08) -> ``figures``, ``report`` -> ``reproduce``.
+``delivery``, ``longdelivery``, ``longcurves`` (the experiments of notebooks 05/06, 08 and 08b) -> ``figures``, ``report`` -> ``reproduce``.
 """
 
 __version__ = "0.1.0"

@@ -15,7 +15,7 @@ LAYERS = [  # a module may import from its own layer or any layer above it
      "longvideo", "window_runs", "scores", "cells"},  # learning
     {"compiler"},
     {"client"},
-    {"bench", "delivery", "longdelivery"},  # the experiments: notebooks 05/06 (bench), 08 (delivery: ships what the clients run)
+    {"bench", "delivery", "longdelivery", "longcurves"},  # the experiments: notebooks 05/06 (bench), 08 (delivery: ships what the clients run)
     {"figures", "report"},
     {"overrides", "reproduce", "sweep"},
 ]

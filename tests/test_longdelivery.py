@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from dydca_lib import codec as C
+from dydca_lib import longcurves as LC
 from dydca_lib import longdelivery as L
 from dydca_lib.sources import DataError
 
@@ -167,16 +168,16 @@ def test_the_study_runs_points_to_their_plateau_and_compares_curves_with_the_anc
     assert trained[last].vmaf.notna().all() and (trained[last].fp16_xz_bytes > 0).all()  # the clients at the last budget
     assert trained[~last].vmaf.isna().all() and len(trained[~last])  # below it: the held-out frames only
     assert trained.psnr_rgb.notna().all()
-    final = L.final_points(runs)
+    final = LC.final_points(runs)
     assert len(final) == 2 * 3 and (final[final.method != "bicubic"].seeds == 2).all()
-    curve = L.curves(final, "six")
+    curve = LC.curves(final, "six")
     assert set(curve.model_dtype) == {"fp16"}  # no int8 client asked for: no int8 rows
     dy = curve[curve.method == "Dy-DCA"].iloc[0]
     assert dy.kbps == pytest.approx(8 * (dy.stream_bytes + dy.model_bytes + dy.routing_map_bytes) / dy.seconds / 1000)
-    table = L.anchor_table(anchors, "six")
-    bd = L.bd_tables(curve, table)
+    table = LC.anchor_table(anchors, "six")
+    bd = LC.bd_tables(curve, table)
     assert set(bd.quality) == {"psnr_y", "vmaf"} and set(bd.anchor) == {"HR x264"}
-    text = L.final_sentence(curve, table, dtype="fp16", anchor="x264")
+    text = LC.final_sentence(curve, table, dtype="fp16", anchor="x264")
     assert text.startswith("Dy-DCA, its fp16 model bytes counted, beats HR x264 at equal VMAF and Y-PSNR — six 1+4 s:")
     assert "BD-rate by Y-PSNR" in text and "BD-rate by VMAF" in text and "at equal rate" in text  # the numbers either way
     with pytest.raises(ValueError, match="at least one window"):
@@ -185,8 +186,8 @@ def test_the_study_runs_points_to_their_plateau_and_compares_curves_with_the_anc
 
 def test_the_verdict_gives_the_bjontegaard_numbers_or_says_why_there_are_none():
     done = {"bd_rate_pct": 41.4, "bd_psnr_db": -1.234, "quality_overlap": "33.00–36.50 dB", "rate_overlap": "60–190 kbit/s"}
-    assert L._bd_text(done, "psnr_y") == ("BD-rate by Y-PSNR +41 % over 33.00–36.50 dB, "
+    assert LC._bd_text(done, "psnr_y") == ("BD-rate by Y-PSNR +41 % over 33.00–36.50 dB, "
                                           "-1.23 dB Y-PSNR at equal rate over 60–190 kbit/s")
     apart = {"bd_rate_pct": float("nan"), "bd_psnr_db": -8.5, "quality_overlap": "none", "rate_overlap": "60–190 kbit/s"}
-    assert L._bd_text(apart, "vmaf") == ("BD-rate by VMAF undefined (quality overlap: none), "
+    assert LC._bd_text(apart, "vmaf") == ("BD-rate by VMAF undefined (quality overlap: none), "
                                          "-8.50 VMAF at equal rate over 60–190 kbit/s")
