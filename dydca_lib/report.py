@@ -102,6 +102,16 @@ def _fastest_client_rows(profile_dir: Path) -> list[str]:
     return rows
 
 
+def _closing_verdict(root: Path) -> list[str]:
+    """The sentence the report ends with: notebook 08b's answer (LR video + its models vs the HR
+    stream, measured on long content), where that notebook ran."""
+    d = root / "08b_long_delivery"
+    if not ((d / "metrics.json").exists() and (d / "verdict.md").exists()):
+        return []
+    return ["## Verdict: LR video + one model vs streaming the HR video, on long content (`08b_long_delivery`)", "",
+            (d / "verdict.md").read_text().strip(), ""]
+
+
 def _run_line(root: Path) -> str | None:
     """What ``reproduce`` ran into this folder when it was not a profile as is (``runs/run.json``):
     the profile, the user's video and the ``-p`` overrides."""
@@ -155,6 +165,7 @@ def build_report(profile: str) -> Path:
         walls = json.loads(timings.read_text())
         lines += ["## Wall time per notebook (last run, seconds)", "", "| notebook | wall_s |", "|---|---|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in sorted(walls.items())] + [f"| total | {sum(walls.values()):.1f} |", ""]
+    lines += _closing_verdict(root)
     text = "\n".join(lines) + "\n"
     atomic_write_text(root / "REPORT.md", text)
     import mistune

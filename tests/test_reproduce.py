@@ -66,6 +66,24 @@ def test_report_gathers_tables_and_says_what_did_not_run(tmp_root):
     assert "*not run: needs a CUDA GPU" in text
     assert "planned memory, dynamic vs static build (x) | 1.61 | not run |" in text
     assert (results_dir("t") / "REPORT.html").read_text().startswith("<!doctype html>")
+    assert "## Verdict" not in text  # notebook 08b did not run
+
+
+def test_report_ends_with_the_long_delivery_verdict(tmp_root):
+    from dydca_lib import report
+    from dydca_lib.io import ResultDir
+    from dydca_lib.paths import results_dir
+    from dydca_lib.runinfo import run_metadata
+
+    sentence = "Dy-DCA, its int8 model bytes counted, beats HR x265 at equal VMAF and Y-PSNR — w: at no rate."
+    out = ResultDir(results_dir("t", "08b_long_delivery"))
+    out.text(sentence + "\n", "verdict.md")
+    out.json(run_metadata({"profile": "t"}, 0), "metrics")
+    out.commit()
+    (results_dir("t") / "runs").mkdir(parents=True, exist_ok=True)
+    (results_dir("t") / "runs" / "timings.json").write_text('{"08b_long_delivery": 12.0}')
+    text = report.build_report("t").read_text()
+    assert text.rstrip().endswith(sentence) and "| total | 12.0 |" in text
 
 
 def test_report_sets_the_papers_fps_beside_the_fastest_client_per_resolution_and_cpu(tmp_root):
