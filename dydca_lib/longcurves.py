@@ -74,6 +74,23 @@ def bd_tables(curve: pd.DataFrame, anchors: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True).drop(columns="delivered_s")
 
 
+def wins(curve: pd.DataFrame, anchors: pd.DataFrame) -> pd.DataFrame:
+    """Per window, method, LR codec and shipped dtype, against each HR anchor: the rates at which
+    the curve lies above the anchor's by Y-PSNR, by VMAF and by both (within the rates both curves
+    span; each curve interpolated linearly in log-rate), i.e. where LR video + those bytes beats
+    streaming the window, for every method rather than the closing sentence's one."""
+    from .delivery import _intersect, _ranges_text, anchor_curves, winning_rates
+
+    anch, rows = anchor_curves(anchors), []
+    keys = ["video", "method", "codec", "model_dtype"]
+    for k, test in curve.groupby(keys, sort=False):
+        for codec, a in anch[anch.video == k[0]].groupby("codec", sort=False):
+            by = {q: winning_rates(a, test, q) for q in ("psnr_y", "vmaf")}
+            rows.append({**dict(zip(keys, k)), "anchor": f"HR {codec}", "beats by Y-PSNR": _ranges_text(by["psnr_y"]),
+                         "beats by VMAF": _ranges_text(by["vmaf"]), "beats by both": _ranges_text(_intersect(list(by.values())))})
+    return pd.DataFrame(rows).rename(columns={"codec": "lr_codec"})
+
+
 def final_sentence(curve: pd.DataFrame, anchors: pd.DataFrame, method: str = "Dy-DCA", dtype: str = "int8",
                    anchor: str = "x265") -> str:
     """Where ``method`` (its ``dtype`` model bytes counted) beats the ``anchor`` HR stream at equal

@@ -191,3 +191,20 @@ def test_the_verdict_gives_the_bjontegaard_numbers_or_says_why_there_are_none():
     apart = {"bd_rate_pct": float("nan"), "bd_psnr_db": -8.5, "quality_overlap": "none", "rate_overlap": "60–190 kbit/s"}
     assert LC._bd_text(apart, "vmaf") == ("BD-rate by VMAF undefined (quality overlap: none), "
                                          "-8.50 VMAF at equal rate over 60–190 kbit/s")
+
+
+def test_wins_are_the_rates_where_a_curve_lies_above_the_anchor_by_each_quality():
+    anchors = pd.DataFrame({"video": "w", "codec": "x265", "stream_kbps": [50.0, 100.0, 200.0],
+                            "psnr_y": [31.0, 34.0, 37.0], "vmaf": [20.0, 50.0, 80.0]})
+    curve = pd.DataFrame({"video": "w", "method": "m", "codec": "x265", "model_dtype": "int8", "kbps": [50.0, 100.0, 200.0],
+                          "psnr_y": [32.0, 35.0, 36.0], "vmaf": [10.0, 55.0, 90.0]})  # above by Y-PSNR below ~150, by VMAF above ~70
+    row = LC.wins(curve, anchors).iloc[0]
+    assert (row.anchor, row.lr_codec) == ("HR x265", "x265")
+    lo, hi = (float(x) for x in row["beats by Y-PSNR"].split(" ")[0].split("–"))
+    assert lo == pytest.approx(50) and 130 < hi < 170
+    lo, hi = (float(x) for x in row["beats by VMAF"].split(" ")[0].split("–"))
+    assert 75 < lo < 85 and hi == pytest.approx(200)  # crossing at 50 * 2 ** (2 / 3) = 79.4 in log-rate
+    both = [float(x) for x in row["beats by both"].split(" ")[0].split("–")]
+    assert 75 < both[0] < 85 and 130 < both[1] < 170
+    below = LC.wins(curve.assign(psnr_y=curve.psnr_y - 5), anchors).iloc[0]
+    assert below["beats by Y-PSNR"] == "no rate" and below["beats by both"] == "no rate"
