@@ -91,6 +91,36 @@ def wins(curve: pd.DataFrame, anchors: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).rename(columns={"codec": "lr_codec"})
 
 
+def cap_sensitivity(runs: pd.DataFrame, curve: pd.DataFrame, anchors: pd.DataFrame, epochs_cap: float,
+                    plateau_db: float) -> pd.DataFrame:
+    """How far the budget cap can move the BD-rates: per trained curve and HR anchor, the BD-rate by
+    Y-PSNR as measured and as it would be if every point stopped by the cap (its last doubling
+    still gained ``plateau_db`` or more, held-out RGB) gained its last doubling's Y-PSNR once more —
+    a what-if from the measured ladder, not a measurement; VMAF has no ladder (run at the last
+    budget only)."""
+    from .delivery import anchor_curves, bd_metrics
+
+    keys = ["start_s", "length_s", "codec", "crf"]
+    trained = runs[runs.parameters > 0].groupby(keys + ["method", "epochs"], sort=False)[["psnr_y", "psnr_rgb"]].mean()
+    steps = []
+    for k, g in trained.groupby(level=list(range(5)), sort=False):
+        g = g.sort_index(level="epochs")
+        gain = g.diff().iloc[-1] if len(g) > 1 else pd.Series({"psnr_y": 0.0, "psnr_rgb": 0.0})
+        capped = g.index.get_level_values("epochs")[-1] >= epochs_cap and gain.psnr_rgb >= plateau_db
+        steps.append({**dict(zip(keys + ["method"], k)), "capped": bool(capped), "gain_y": float(gain.psnr_y) if capped else 0.0})
+    if not steps:
+        return pd.DataFrame()
+    test = curve.merge(pd.DataFrame(steps), on=keys + ["method"])
+    anch, rows = anchor_curves(anchors), []
+    for (video, method, codec, dtype), t in test.groupby(["video", "method", "codec", "model_dtype"], sort=False):
+        for a_codec, a in anch[anch.video == video].groupby("codec", sort=False):
+            rows.append({"video": video, "method": method, "lr_codec": codec, "model_dtype": dtype, "anchor": f"HR {a_codec}",
+                         "points_at_cap": f"{int(t.capped.sum())} of {len(t)}", "largest_last_gain_y_db": t.gain_y.max(),
+                         "bd_rate_pct": bd_metrics(a, t)["bd_rate_pct"],
+                         "bd_rate_pct_if_one_more_doubling": bd_metrics(a, t.assign(psnr_y=t.psnr_y + t.gain_y))["bd_rate_pct"]})
+    return pd.DataFrame(rows)
+
+
 def final_sentence(curve: pd.DataFrame, anchors: pd.DataFrame, method: str = "Dy-DCA", dtype: str = "int8",
                    anchor: str = "x265") -> str:
     """Where ``method`` (its ``dtype`` model bytes counted) beats the ``anchor`` HR stream at equal

@@ -43,7 +43,7 @@ KEY_TABLES = {
     "06_on_device_gpu": ["latency"],
     "07_long_video": ["verdict", "crossover", "gaps", "summary", "plateaus"],
     "08_rate_quality": ["verdict", "bd_rate", "clean_vs_decoded"],
-    "08b_long_delivery": ["verdict", "wins", "bd_rate", "anchors", "points"],
+    "08b_long_delivery": ["verdict", "wins", "bd_rate", "cap_sensitivity", "anchors", "points"],
 }
 
 

@@ -208,3 +208,19 @@ def test_wins_are_the_rates_where_a_curve_lies_above_the_anchor_by_each_quality(
     assert 75 < both[0] < 85 and 130 < both[1] < 170
     below = LC.wins(curve.assign(psnr_y=curve.psnr_y - 5), anchors).iloc[0]
     assert below["beats by Y-PSNR"] == "no rate" and below["beats by both"] == "no rate"
+
+
+def test_cap_sensitivity_raises_only_the_points_the_cap_stopped_by_their_last_gain():
+    def run(crf, epochs, rgb, y):
+        return {"start_s": 0.0, "length_s": 4.0, "codec": "x265", "crf": crf, "method": "m", "epochs": epochs, "seed": 0,
+                "parameters": 10, "psnr_rgb": rgb, "psnr_y": y}
+    runs = pd.DataFrame([run(22, 4, 30.0, 32.0), run(22, 8, 30.5, 32.4),  # capped at 8, still gaining 0.5 dB
+                         run(34, 4, 28.0, 30.0), run(34, 8, 28.05, 30.02)])  # at its plateau
+    curve = pd.DataFrame({"video": "w", "start_s": 0.0, "length_s": 4.0, "codec": "x265", "crf": [22, 34], "method": "m",
+                          "model_dtype": "int8", "kbps": [120.0, 60.0], "psnr_y": [32.4, 30.02]})
+    anchors = pd.DataFrame({"video": "w", "codec": "x265", "stream_kbps": [40.0, 80.0, 160.0], "psnr_y": [29.0, 31.0, 34.0]})
+    row = LC.cap_sensitivity(runs, curve, anchors, epochs_cap=8, plateau_db=0.1).iloc[0]
+    assert row.points_at_cap == "1 of 2" and row.largest_last_gain_y_db == pytest.approx(0.4)
+    assert row.bd_rate_pct_if_one_more_doubling < row.bd_rate_pct  # better quality at the same rate: fewer bits
+    same = LC.cap_sensitivity(runs, curve, anchors, epochs_cap=16, plateau_db=0.1).iloc[0]  # nothing reached this cap
+    assert same.points_at_cap == "0 of 2" and same.bd_rate_pct_if_one_more_doubling == pytest.approx(same.bd_rate_pct)
