@@ -96,8 +96,8 @@ def cap_sensitivity(runs: pd.DataFrame, curve: pd.DataFrame, anchors: pd.DataFra
     """How far the budget cap can move the BD-rates: per trained curve and HR anchor, the BD-rate by
     Y-PSNR as measured and as it would be if every point stopped by the cap (its last doubling
     still gained ``plateau_db`` or more, held-out RGB) gained its last doubling's Y-PSNR once more —
-    a what-if from the measured ladder, not a measurement; VMAF has no ladder (run at the last
-    budget only)."""
+    a what-if from the measured ladder, not a measurement. The ladder is the fp16 client's (its gain
+    is applied to the int8 rows too); VMAF has none (run at the last budget only)."""
     from .delivery import anchor_curves, bd_metrics
 
     keys = ["start_s", "length_s", "codec", "crf"]
